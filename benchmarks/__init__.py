@@ -1,0 +1,1 @@
+"""The vidaccel benchmark harness: ``python -m benchmarks {models,loaders,train,stream,compare}``."""

@@ -1,0 +1,37 @@
+"""``python -m benchmarks <command> [options]``; ``python -m benchmarks <command> --help``.
+
+Each command lives in its own module with ``build_parser(prog) -> ArgumentParser`` and
+``main(args) -> int``; only the chosen one is imported, so ``compare`` never loads torch.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "models": ("benchmarks.models", "inference and training-step speed of the model zoo, per variant"),
+    "loaders": ("benchmarks.loaders", "clips/s of each decode backend, the naive approach and the bare decoders"),
+    "train": ("benchmarks.train", "end-to-end training throughput and data-stall share"),
+    "stream": ("benchmarks.stream", "real-time sliding-window latency (frame arrival to logits)"),
+    "compare": ("benchmarks.compare", "fail when a results file regresses against a baseline"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    top = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="vidaccel benchmarks. Every command writes JSON, CSV and a Markdown table.",
+        epilog="commands:\n" + "\n".join(f"  {k:<8} {v[1]}" for k, v in COMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("command", choices=list(COMMANDS), metavar="command",
+                     help="one of: " + ", ".join(COMMANDS))
+    ns, rest = top.parse_known_args(argv[:1])
+    module = importlib.import_module(COMMANDS[ns.command][0])
+    parser = module.build_parser(f"python -m benchmarks {ns.command}")
+    return int(module.main(parser.parse_args(argv[1:])) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""What every benchmark shares: timing statistics, the environment fingerprint, and
+writing records as JSON + CSV + Markdown.
+
+A results file is ``{"command": ..., "environment": {...}, "records": [...]}``; the CSV and
+Markdown files beside it hold the same records, one row each.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+# Libraries whose versions change benchmark numbers; read from package metadata so that
+# fingerprinting never imports (and initialises) a heavy library.
+_LIBRARIES = (
+    "torch", "torchvision", "numpy", "av", "decord", "torchcodec", "nvidia-dali-cuda120",
+    "nvidia-dali-cuda130", "onnxruntime", "onnx", "torch-tensorrt", "nvidia-ml-py", "vidaccel",
+)
+
+
+def summarize_ms(times_ms: Sequence[float]) -> dict[str, float]:
+    """Mean, sample std (ddof=1) and percentiles of per-iteration times in milliseconds."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("summarize_ms needs at least one timing")
+    p50, p95, p99 = np.percentile(t, [50, 95, 99])
+    return {
+        "mean_ms": float(t.mean()),
+        "std_ms": float(t.std(ddof=1)) if t.size > 1 else 0.0,
+        "p50_ms": float(p50),
+        "p95_ms": float(p95),
+        "p99_ms": float(p99),
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "n": int(t.size),
+    }
+
+
+def _library_versions() -> dict[str, str]:
+    out = {}
+    for name in _LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "n/a"
+    return (sha + ("-dirty" if dirty else "")) if sha else "n/a"
+
+
+def environment() -> dict[str, object]:
+    """Fingerprint of everything that moves a benchmark number."""
+    import torch
+
+    env: dict[str, object] = {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "n/a",
+        "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else "n/a",
+        "gpu": "n/a",
+        "driver": "n/a",
+        "libraries": _library_versions(),
+        "git_commit": _git_commit(),
+    }
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name()
+        env["gpu_count"] = torch.cuda.device_count()
+        from accel.telemetry import nvml_driver_version
+
+        env["driver"] = nvml_driver_version() or "n/a"
+    return env
+
+
+def command_line() -> str:
+    """The command that produced a result, as a user would retype it."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("benchmarks/__main__.py", os.sep + "__main__.py")):
+        argv[0:1] = ["python", "-m", "benchmarks"]
+    return shlex.join(argv)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        if value == 0 or 0.01 <= abs(value) < 1e5:
+            return f"{value:.2f}"
+        return f"{value:.3g}"
+    return "" if value is None else str(value)
+
+
+def markdown_table(records: Iterable[Mapping[str, object]], columns: Sequence[str],
+                   headers: Sequence[str] | None = None) -> str:
+    headers = list(headers or columns)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for r in records:
+        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(records: list[dict], json_path: str | os.PathLike, *, columns: Sequence[str],
+                  headers: Sequence[str] | None = None, title: str = "",
+                  extra: Mapping[str, object] | None = None) -> dict[str, Path]:
+    """Write records to ``json_path`` and a ``.csv`` and ``.md`` beside it; return the paths."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    command = command_line()
+    payload = {"command": command, "environment": env, **(extra or {}), "records": records}
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+
+    csv_path = json_path.with_suffix(".csv")
+    fields: list[str] = []
+    for r in records:
+        fields.extend(k for k in r if k not in fields and not isinstance(r[k], (dict, list)))
+    with csv_path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(records)
+
+    md_path = json_path.with_suffix(".md")
+    gpu = env["gpu"] if env["gpu"] != "n/a" else f"CPU: {env['cpu']} ({env['cpu_count']} cores)"
+    md = [f"# {title}\n" if title else "", f"`{command}`\n",
+          f"{gpu}; torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}, "
+          f"{env['timestamp']}\n", markdown_table(records, columns, headers)]
+    md_path.write_text("\n".join(s for s in md if s))
+    return {"json": json_path, "csv": csv_path, "md": md_path}

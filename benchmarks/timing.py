@@ -1,0 +1,110 @@
+"""Per-iteration timers: warm-up, then N timed iterations, each timed on its own.
+
+On CUDA each iteration is bracketed by CUDA events recorded on the current stream and the
+host waits for the end event before starting the next iteration, so one iteration's time
+never absorbs queued work from another and kernels launched asynchronously are counted.
+On CPU ``time.perf_counter`` brackets the call.
+
+Inputs rotate through a pool (iteration ``i`` gets ``pool[i % len(pool)]``): one tensor
+reused forever stays in the CPU caches / GPU L2 and flatters small models.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import torch
+
+__all__ = ["time_iterations", "time_inference", "time_train_step", "make_input_pool"]
+
+
+def _check_counts(warmup: int, iters: int) -> None:
+    if not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup must be an int >= 0, got {warmup!r}")
+    if not isinstance(iters, int) or iters < 1:
+        raise ValueError(f"iters must be an int >= 1, got {iters!r}")
+
+
+def time_iterations(step: Callable[[int], Any], *, warmup: int, iters: int,
+                    device: str | torch.device = "cpu") -> list[float]:
+    """Call ``step(i)`` ``warmup`` times untimed, then ``iters`` times; return ms per call.
+
+    ``device``: where ``step`` launches its work; CUDA devices are timed with events.
+    """
+    _check_counts(warmup, iters)
+    device = torch.device(device)
+    for i in range(warmup):
+        step(i)
+    times: list[float] = []
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.synchronize()
+            for i in range(iters):
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                step(warmup + i)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+        return times
+    for i in range(iters):
+        t0 = time.perf_counter()
+        step(warmup + i)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _device_of(pool: Sequence[torch.Tensor]) -> torch.device:
+    if not pool:
+        raise ValueError("the input pool is empty: give at least one input tensor")
+    return pool[0].device
+
+
+def time_inference(fn: Callable[[torch.Tensor], Any], pool: Sequence[torch.Tensor], *,
+                   warmup: int = 3, iters: int = 20) -> list[float]:
+    """ms per call of ``fn(x)`` over rotating inputs, under ``torch.inference_mode``."""
+    device = _device_of(pool)
+    with torch.inference_mode():
+        return time_iterations(lambda i: fn(pool[i % len(pool)]), warmup=warmup, iters=iters,
+                               device=device)
+
+
+def time_train_step(model: Callable[[torch.Tensor], torch.Tensor], pool: Sequence[torch.Tensor],
+                    targets: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer, *,
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                    scaler: torch.amp.GradScaler | None = None,
+                    warmup: int = 3, iters: int = 20) -> list[float]:
+    """ms per training step: zero_grad, forward, loss, backward, optimizer step.
+
+    ``targets[i]`` pairs with ``pool[i]``. Pass a ``GradScaler`` for fp16 autocast.
+    """
+    if len(targets) != len(pool):
+        raise ValueError(f"need one target per input: {len(pool)} inputs, {len(targets)} targets")
+    loss_fn = loss_fn or torch.nn.functional.cross_entropy
+
+    def step(i: int) -> None:
+        x, y = pool[i % len(pool)], targets[i % len(pool)]
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+
+    with torch.enable_grad():
+        return time_iterations(step, warmup=warmup, iters=iters, device=_device_of(pool))
+
+
+def make_input_pool(shape: Sequence[int], *, n: int = 4, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, seed: int = 0,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> list[torch.Tensor]:
+    """``n`` distinct random tensors of ``shape`` (reproducible with ``seed``)."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(*shape, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
+            .contiguous(memory_format=memory_format) for _ in range(n)]

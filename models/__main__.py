@@ -1,0 +1,66 @@
+"""``python -m models``: a Markdown table of the zoo (parameters, GFLOPs, usual input).
+
+GFLOPs are ``torch.utils.flop_counter.FlopCounterMode``'s total / 1e9 for one clip
+(batch 1) at the model's ``default_clip_len`` x ``default_size``. The count runs on the
+meta device (no computation, no memory), where the LSTM and attention decompose into
+matrix products the counter sees; FlopCounterMode counts a multiply-add as 2 FLOPs and
+ignores elementwise ops, norms and pooling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import create_model, list_models
+
+
+def count_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_gflops(model: torch.nn.Module, *, clip_len: int, size: int, device: str = "meta") -> float:
+    """FlopCounterMode's total for one (1, 3, clip_len, size, size) clip, in GFLOPs."""
+    model = model.to(device).eval()
+    x = torch.empty(1, 3, clip_len, size, size, device=device).contiguous(memory_format=torch.channels_last_3d)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    return counter.get_total_flops() / 1e9
+
+
+def table(names: list[str], num_classes: int = 7) -> str:
+    rows = [
+        f"| model | params (M), {num_classes} classes | GFLOPs / clip | clip_len | size |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in names:
+        with torch.device("meta"):
+            model = create_model(name, num_classes=num_classes)
+        params = count_params(model) / 1e6
+        gflops = count_gflops(model, clip_len=model.default_clip_len, size=model.default_size)
+        rows.append(
+            f"| `{name}` | {params:.2f} | {gflops:.1f} | {model.default_clip_len} | {model.default_size} |"
+        )
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=None, help="comma-separated names (default: all registered)")
+    ap.add_argument("--num-classes", type=int, default=7)
+    args = ap.parse_args(argv)
+    names = args.models.split(",") if args.models else list_models()
+    print(
+        "GFLOPs = torch.utils.flop_counter.FlopCounterMode flops / 1e9 for one clip (batch 1) "
+        "at the model's usual input (clip_len x size x size); a multiply-add counts 2.\n"
+    )
+    print(table(names, args.num_classes))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

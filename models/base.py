@@ -1,0 +1,132 @@
+"""Shared pieces: the base class, the free (B,C,T,H,W) -> (B*T,C,H,W) view, pretrained loading."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import urllib.error
+
+import torch
+from torch import nn
+
+__all__ = ["VideoClassifier", "frames_view", "param_groups", "load_pretrained_trunk", "PretrainedUnavailable"]
+
+
+class PretrainedUnavailable(RuntimeError):
+    """The pretrained weights could not be fetched (no network, no cached file)."""
+
+
+def frames_view(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W).
+
+    When ``x`` is ``channels_last_3d`` (physically B,T,H,W,C, as the loaders deliver it)
+    this is a view, no copy, and the result is ``channels_last`` 2-D: the B and T strides
+    merge because T is the outermost dimension after B. A contiguous input is copied once.
+    """
+    if x.dim() != 5:
+        raise ValueError(f"expected a (B, C, T, H, W) clip batch, got shape {tuple(x.shape)}")
+    b, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
+
+
+class VideoClassifier(nn.Module):
+    """Base class: takes a float (B, C, T, H, W) batch, returns (B, num_classes) logits.
+
+    Subclasses set ``self.backbone`` (the trunk pretrained weights load into, torchvision's
+    key layout, classifier removed); everything else counts as head for ``param_groups``.
+    """
+
+    default_clip_len: int = 16
+    default_size: int = 112
+    # Input normalisation the pretrained weights expect (ImageNet; Kinetics for 3-D models).
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    backbone: nn.Module
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._backbone_frozen = False
+
+    # -- freezing -------------------------------------------------------------------
+    def freeze_backbone(self, freeze: bool = True) -> "VideoClassifier":
+        """Stop gradients into the trunk and keep its BatchNorm statistics fixed (eval mode)."""
+        self._backbone_frozen = freeze
+        for p in self.backbone.parameters():
+            p.requires_grad_(not freeze)
+        self.train(self.training)
+        return self
+
+    @property
+    def backbone_frozen(self) -> bool:
+        return self._backbone_frozen
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._backbone_frozen:
+            self.backbone.eval()  # frozen features: BatchNorm must not drift either
+        return self
+
+    # -- optimiser groups ------------------------------------------------------------
+    def param_groups(self, lr: float, backbone_lr_mult: float = 0.1, weight_decay: float | None = None):
+        """Two optimiser groups: the trunk at ``lr * backbone_lr_mult``, the rest at ``lr``.
+
+        Frozen parameters are left out. Each group carries a ``"name"`` for logging.
+        """
+        bb = {id(p) for p in self.backbone.parameters()}
+        trunk = [p for p in self.backbone.parameters() if p.requires_grad]
+        rest = [p for p in self.parameters() if id(p) not in bb and p.requires_grad]
+        groups = []
+        for name, params, group_lr in (("backbone", trunk, lr * backbone_lr_mult), ("head", rest, lr)):
+            if params:
+                g = {"params": params, "lr": group_lr, "name": name}
+                if weight_decay is not None:
+                    g["weight_decay"] = weight_decay
+                groups.append(g)
+        return groups
+
+
+def param_groups(model: nn.Module, *, lr: float, backbone_lr: float | None = None, weight_decay: float | None = None):
+    """Optimiser groups for any model: ``backbone_lr`` for the trunk (default ``lr / 10``)."""
+    backbone_lr = lr * 0.1 if backbone_lr is None else backbone_lr
+    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
+    if isinstance(model, VideoClassifier):
+        return model.param_groups(lr, backbone_lr_mult=backbone_lr / lr if lr else 0.0, weight_decay=weight_decay)
+    g = {"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "name": "all"}
+    if weight_decay is not None:
+        g["weight_decay"] = weight_decay
+    return [g]
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float):
+    """Bound every blocking socket call of a download, so no network fails fast, not after minutes."""
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds if old is None else min(old, seconds))
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(old)
+
+
+def load_pretrained_trunk(trunk: nn.Module, weights, model_name: str, timeout_s: float = 20.0) -> None:
+    """Load a torchvision weights enum (``ResNet18_Weights.IMAGENET1K_V1``...) into ``trunk``.
+
+    ``trunk`` is the torchvision model with its classifier replaced by ``nn.Identity``,
+    so the classifier's keys are dropped. torchvision looks in the hub cache
+    (``$TORCH_HOME/hub/checkpoints``) first and downloads otherwise; with no network the
+    error says how to get the weights in by hand.
+    """
+    try:
+        with _socket_timeout(timeout_s):
+            sd = weights.get_state_dict(progress=False, check_hash=True)
+    except (urllib.error.URLError, OSError, TimeoutError, RuntimeError) as e:
+        fname = weights.url.rsplit("/", 1)[-1]
+        raise PretrainedUnavailable(
+            f"cannot fetch pretrained weights {weights} for {model_name!r} ({e}). "
+            f"Without network, download {weights.url} elsewhere and pass it as "
+            f"create_model({model_name!r}, num_classes=..., checkpoint_path='/path/to/{fname}') "
+            f"(a checkpoint of the whole model works too), or put the file into "
+            f"{torch.hub.get_dir()}/checkpoints/ and keep pretrained=True."
+        ) from e
+    sd = {k: v for k, v in sd.items() if not k.startswith(("fc.", "classifier."))}
+    trunk.load_state_dict(sd, strict=True)

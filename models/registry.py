@@ -1,0 +1,135 @@
+"""A plain model registry in the manner of timm.
+
+Factories are decorated with ``@register_model``; the function name is the model
+name. ``create_model`` builds one, optionally loading local weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "load_checkpoint"]
+
+_model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+    """Register a factory ``fn(*, num_classes, pretrained=False, **kwargs)`` under ``fn.__name__``."""
+    name = fn.__name__
+    if name in _model_entrypoints:
+        raise ValueError(
+            f"model {name!r} is already registered (by {_model_entrypoints[name].__module__}); "
+            f"known models: {', '.join(list_models())}"
+        )
+    _model_entrypoints[name] = fn
+    return fn
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted registered names, optionally filtered by a shell-style ``pattern`` (``"*lstm"``)."""
+    names = sorted(_model_entrypoints)
+    if pattern is not None:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern)]
+    return names
+
+
+def is_model(name: str) -> bool:
+    return name in _model_entrypoints
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int,
+    pretrained: bool = False,
+    checkpoint_path: str | None = None,
+    **kwargs,
+) -> nn.Module:
+    """Build a registered model.
+
+    ``pretrained=True`` downloads the trunk's weights through torchvision's weights
+    API (ImageNet for 2-D trunks, Kinetics-400 for 3-D ones). ``checkpoint_path``
+    loads local weights instead of downloading: either a checkpoint of this very
+    model (a plain state dict, or a dict with a ``"model"`` key, as ``train.py``
+    writes) or the torchvision weights file of its trunk (e.g. ``resnet18-f37072fd.pth``;
+    its classifier is dropped). Other keyword arguments go to the model's factory.
+    """
+    if name not in _model_entrypoints:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    # A local file replaces the download: no network is touched when one is given.
+    model = _model_entrypoints[name](
+        num_classes=num_classes, pretrained=pretrained and checkpoint_path is None, **kwargs
+    )
+    if checkpoint_path is not None:
+        load_checkpoint(model, checkpoint_path)
+    return model
+
+
+_STRIP_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile wrappers
+_CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.")
+
+
+def _unwrap_state_dict(obj) -> dict[str, torch.Tensor]:
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError("checkpoint is neither a state dict nor a dict with a 'model' state dict")
+    out = {}
+    for k, v in obj.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _STRIP_PREFIXES:
+                if k.startswith(p):
+                    k, changed = k[len(p):], True
+        out[k] = v
+    return out
+
+
+def _key_diff(expected, given, n=5) -> str:
+    missing = sorted(set(expected) - set(given))
+    unexpected = sorted(set(given) - set(expected))
+    return (
+        f"{len(missing)} missing (e.g. {missing[:n]}), {len(unexpected)} unexpected (e.g. {unexpected[:n]})"
+    )
+
+
+def load_checkpoint(model: nn.Module, checkpoint_path) -> nn.Module:
+    """Load local weights into ``model`` (see ``create_model``); returns the model."""
+    obj = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
+    sd = _unwrap_state_dict(obj)
+    own = model.state_dict()
+    if set(sd) == set(own):
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"checkpoint {checkpoint_path} matches the keys of this model but not its shapes "
+                f"(trained with another num_classes or options?): {e}"
+            ) from e
+        return model
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        trunk_sd = {k: v for k, v in sd.items() if not k.startswith(_CLASSIFIER_PREFIXES)}
+        if set(trunk_sd) == set(backbone.state_dict()):
+            try:
+                backbone.load_state_dict(trunk_sd, strict=True)
+            except RuntimeError as e:
+                raise ValueError(f"checkpoint {checkpoint_path} has the trunk's keys but not its shapes: {e}") from e
+            return model
+        trunk_msg = f"; as trunk weights: {_key_diff(backbone.state_dict(), trunk_sd)}"
+    else:
+        trunk_msg = ""
+    raise ValueError(
+        f"checkpoint {checkpoint_path} fits neither {type(model).__name__} "
+        f"({_key_diff(own, sd)}){trunk_msg}"
+    )

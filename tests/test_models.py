@@ -456,19 +456,40 @@ def test_torch_compile_matches_eager_on_cpu(name):
     torch._dynamo.reset()
 
 
+# ----------------------------------------------------------------------------- reduced precision
+def channels_last_weights(model: nn.Module) -> nn.Module:
+    """4-D weights channels_last, 5-D channels_last_3d (``model.to(memory_format=...)`` takes one rank)."""
+    for t in list(model.parameters()) + list(model.buffers()):
+        fmt = {4: torch.channels_last, 5: torch.channels_last_3d}.get(t.dim())
+        if fmt is not None:
+            t.data = t.data.contiguous(memory_format=fmt)
+    return model
+
+
+def _autocast_matches_fp32(name: str, device: str, dtype: torch.dtype, tol: float) -> None:
+    # train mode (batch statistics) keeps random-init activations in range; no dropout
+    m = channels_last_weights(make(name, dropout=0.0).to(device).train())
+    x = small_clip(name, channels_last=True).to(device)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast(device, dtype=dtype):
+            low = m(x)
+    assert low.shape == (B, 5) and torch.isfinite(low).all()
+    scale = ref.abs().max().item()
+    torch.testing.assert_close(low.float(), ref, rtol=tol, atol=tol * scale + 1e-3)
+
+
+@pytest.mark.parametrize("name", ["cnn_lstm", "tsm_resnet18", "r2plus1d_18", "vivit"])
+def test_cpu_bf16_autocast_stays_close_to_fp32(name):
+    _autocast_matches_fp32(name, "cpu", torch.bfloat16, tol=0.1)
+
+
 # ----------------------------------------------------------------------------- GPU
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", ALL_MODELS)
-def test_cuda_channels_last_autocast_forward(name):
-    m = make(name).cuda().eval().to(memory_format=torch.channels_last)
-    x = small_clip(name, channels_last=True).cuda()
-    with torch.no_grad():
-        ref = m(x)
-        with torch.autocast("cuda", dtype=torch.float16):
-            amp = m(x)
-    assert amp.shape == (B, 5) and torch.isfinite(amp).all()
-    torch.testing.assert_close(amp.float(), ref, rtol=0.05, atol=0.05 * ref.abs().max().item() + 1e-2)
+def test_cuda_channels_last_fp16_autocast_forward(name):
+    _autocast_matches_fp32(name, "cuda", torch.float16, tol=0.05)
 
 
 @pytest.mark.gpu
@@ -478,5 +499,19 @@ def test_cuda_lstm_float32_under_fp16_autocast():
     seen = {}
     m.lstm.register_forward_hook(lambda mod, inp, out: seen.update(inp=inp[0].dtype))
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
-        m(small_clip("cnn_lstm", channels_last=True).cuda())
-    assert seen["inp"] == torch.float32
+        out = m(small_clip("cnn_lstm", channels_last=True).cuda())
+    assert seen["inp"] == torch.float32 and out.shape == (B, 5)
+
+
+@pytest.mark.gpu
+@pytest.mark.compile
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_compiled_cnn_lstm_under_autocast():
+    torch._dynamo.reset()
+    m = channels_last_weights(make("cnn_lstm").cuda().eval())
+    x = small_clip("cnn_lstm", channels_last=True).cuda()
+    compiled = torch.compile(m)
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        a, b = compiled(x), m(x)
+    torch.testing.assert_close(a.float(), b.float(), rtol=1e-2, atol=1e-2)
+    torch._dynamo.reset()

@@ -1,0 +1,305 @@
+"""Manifests (which files, which labels) and ``VideoClipDataset`` (one clip per video).
+
+Layouts:
+  * class folders of videos: ``root/{train,val,test}/{class}/*.mp4`` (or ``root/{class}/*``);
+  * a CSV manifest ``path,label[,split]`` (paths relative to the CSV's folder);
+  * frame folders: ``root/{split}/{class}/{sample}/*.jpg``, or ``sequences/seq_x/*.jpg``
+    listed in a CSV like any video.
+Classes are the sorted folder names (or sorted CSV labels) unless given.
+
+Error policy: a file that cannot be decoded never kills an epoch under ``on_error="skip"``:
+the dataset returns a :class:`SkippedSample` (path, reason) that the collate function drops
+and the loader records; ``on_error="raise"`` raises :class:`~accel.video.VideoDecodeError`
+naming the file. A decode that hangs is cut off after ``decode_timeout_s``.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+import torch
+
+from .sampling import SHORT_POLICIES, STRATEGIES, sample_indices
+from .video import VideoDecodeError, VideoReader, open_video, resolve_backend
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+SPLITS = ("train", "val", "test")
+ON_ERROR = ("skip", "raise")
+
+
+class VideoItem(NamedTuple):
+    path: str
+    label: int
+
+
+@dataclass
+class Manifest:
+    """The samples of one split and the class names their labels index."""
+
+    items: list[VideoItem]
+    classes: list[str]
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def labels(self) -> list[int]:
+        return [item.label for item in self.items]
+
+    def class_counts(self) -> list[int]:
+        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
+
+    def subset(self, positions: Sequence[int]) -> "Manifest":
+        return Manifest([self.items[i] for i in positions], self.classes, self.source)
+
+
+class ManifestError(ValueError):
+    """A dataset layout that cannot be used; the message names the place and the problem."""
+
+
+# --------------------------------------------------------------------------- manifests
+def _is_video(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_frame_folder(p: Path) -> bool:
+    return p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir())
+
+
+def folder_manifest(root: str | Path, split: str | None = None, *,
+                    classes: Sequence[str] | None = None) -> Manifest:
+    """Class folders under ``root/split`` (or ``root``): videos or frame folders per class."""
+    base = Path(root) / split if split else Path(root)
+    if not base.is_dir():
+        raise ManifestError(f"{base}: no such folder")
+    found = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not found:
+        raise ManifestError(f"{base}: no class folders (expected {base}/<class>/<video files>)")
+    classes = list(classes) if classes is not None else found
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise ManifestError(f"{base}: class folders {unknown} are not in the class list {classes}")
+    items = []
+    for label, name in enumerate(classes):
+        folder = base / name
+        if not folder.is_dir():
+            continue
+        entries = sorted(folder.iterdir())
+        samples = [p for p in entries if _is_video(p) or _is_frame_folder(p)]
+        if not samples:
+            raise ManifestError(f"{folder}: class {name!r} has no videos "
+                                f"({', '.join(VIDEO_EXTENSIONS)}) or frame folders")
+        items.extend(VideoItem(str(p), label) for p in samples)
+    return Manifest(items, classes, str(base))
+
+
+def csv_manifest(csv_path: str | Path, split: str | None = None, *,
+                 classes: Sequence[str] | None = None, root: str | Path | None = None) -> Manifest:
+    """Rows ``path,label[,split]``; labels are class names or integer ids."""
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise ManifestError(f"{csv_path}: no such file")
+    root = Path(root) if root is not None else csv_path.parent
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise ManifestError(f"{csv_path}: needs a header with columns path,label[,split]")
+    if split is not None:
+        if "split" not in rows[0]:
+            raise ManifestError(f"{csv_path}: split {split!r} asked for but the CSV has no split column")
+        rows = [r for r in rows if r["split"] == split]
+        if not rows:
+            raise ManifestError(f"{csv_path}: no rows with split {split!r}")
+    labels = [r["label"].strip() for r in rows]
+    numeric = all(lbl.lstrip("-").isdigit() for lbl in labels)
+    if classes is None:
+        classes = ([str(i) for i in range(max(int(x) for x in labels) + 1)] if numeric
+                   else sorted(set(labels)))
+    classes = list(classes)
+    items = []
+    for line, (row, lbl) in enumerate(zip(rows, labels), start=2):
+        if numeric:
+            label = int(lbl)
+            if not 0 <= label < len(classes):
+                raise ManifestError(f"{csv_path}:{line}: label {label} outside [0, {len(classes)})")
+        elif lbl in classes:
+            label = classes.index(lbl)
+        else:
+            raise ManifestError(f"{csv_path}:{line}: label {lbl!r} not in classes {classes}")
+        path = Path(row["path"])
+        items.append(VideoItem(str(path if path.is_absolute() else root / path), label))
+    return Manifest(items, classes, str(csv_path))
+
+
+def load_manifest(source: str | Path, split: str | None = None, *,
+                  classes: Sequence[str] | None = None) -> Manifest:
+    """A CSV file, or a folder with class folders (under ``split`` when given)."""
+    source = Path(source)
+    if source.suffix.lower() == ".csv":
+        return csv_manifest(source, split, classes=classes)
+    return folder_manifest(source, split, classes=classes)
+
+
+def stratified_split(manifest: Manifest, fraction: float, *, seed: int = 0) -> tuple[Manifest, Manifest]:
+    """Split off ``fraction`` of every class (at least one sample each) as a second manifest."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    rng = np.random.default_rng(seed)
+    keep, held = [], []
+    labels = np.asarray(manifest.labels)
+    for c in range(len(manifest.classes)):
+        pos = rng.permutation(np.flatnonzero(labels == c))
+        n = max(1, int(round(fraction * len(pos)))) if len(pos) > 1 else 0
+        held.extend(pos[:n].tolist())
+        keep.extend(pos[n:].tolist())
+    return manifest.subset(sorted(keep)), manifest.subset(sorted(held))
+
+
+# --------------------------------------------------------------------------- frame folders
+class FrameFolderReader(VideoReader):
+    """A folder of image files (sorted by name) read as a video; JPEG decoded by libjpeg-turbo."""
+
+    backend = "frames"
+
+    def _open(self) -> None:
+        self._files = sorted(p for p in Path(self.path).iterdir()
+                             if p.suffix.lower() in FRAME_EXTENSIONS)
+        self._num_frames = len(self._files)
+        self._fps = 0.0
+
+    def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+        frames = [decode_image(read_file(str(self._files[i])), mode=ImageReadMode.RGB)
+                  for i in indices.tolist()]
+        return torch.stack(frames).permute(0, 2, 3, 1).contiguous()
+
+
+def open_sample(path: str, backend: str) -> VideoReader:
+    """A video file through ``backend``, or a frame folder."""
+    if Path(path).is_dir():
+        return FrameFolderReader(path)
+    return open_video(path, backend)
+
+
+# --------------------------------------------------------------------------- dataset
+class SkippedSample(NamedTuple):
+    """What a dataset returns, under ``on_error="skip"``, for a file it could not use."""
+
+    path: str
+    reason: str
+
+
+class DecodeTimeout(VideoDecodeError):
+    pass
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None, path: str) -> Iterator[None]:
+    """Raise DecodeTimeout in this thread after ``seconds``.
+
+    SIGALRM interrupts Python code, and PyAV decodes frame by frame in Python, so a decode
+    that keeps going (or a demuxer that retries) is stopped between frames. Signals work in
+    the main thread only, which is where DataLoader workers call ``__getitem__``.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise DecodeTimeout(path, f"decode took longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _clip_seed(seed: int, epoch: int, index: int) -> int:
+    """A seed for one (epoch, sample): the same clip whichever worker draws it."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class VideoClipDataset(torch.utils.data.Dataset):
+    """One clip per video: ``{"clip": uint8 (T, H, W, C), "label", "video_id", "indices"}``.
+
+    ``frame_size=(H, W)`` resizes frames in the worker (uint8, antialiased) so clips of
+    videos with different resolutions stack into one batch; ``None`` keeps the decoded size.
+    """
+
+    manifest: Manifest
+    clip_len: int = 16
+    strategy: str = "uniform"
+    stride: int = 1
+    short: str = "repeat_last"
+    backend: str = "auto"
+    frame_size: tuple[int, int] | None = None
+    on_error: str = "skip"
+    decode_timeout_s: float | None = 30.0
+    seed: int = 0
+    epoch: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("strategy", self.strategy, STRATEGIES),
+                                     ("short", self.short, SHORT_POLICIES),
+                                     ("on_error", self.on_error, ON_ERROR)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if self.clip_len < 1:
+            raise ValueError(f"clip_len must be >= 1, got {self.clip_len}")
+        self.backend = resolve_backend(self.backend)  # fail now, not inside a worker
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Random strategies draw different clips each epoch, reproducibly."""
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict | SkippedSample:
+        item = self.manifest.items[index]
+        try:
+            with _time_limit(self.decode_timeout_s, item.path):
+                reader = open_sample(item.path, self.backend)
+                try:
+                    generator = torch.Generator().manual_seed(_clip_seed(self.seed, self.epoch, index))
+                    indices = sample_indices(len(reader), self.clip_len, self.strategy,
+                                             stride=self.stride, generator=generator,
+                                             short=self.short)
+                    clip = reader.get_frames(indices)
+                finally:
+                    reader.close()
+        except (VideoDecodeError, OSError, ValueError, IndexError) as e:
+            if self.on_error == "raise":
+                if isinstance(e, VideoDecodeError):
+                    raise
+                raise VideoDecodeError(item.path, f"{type(e).__name__}: {e}") from e
+            reason = e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}"
+            return SkippedSample(item.path, reason)
+        if self.frame_size is not None and tuple(clip.shape[1:3]) != tuple(self.frame_size):
+            clip = resize_frames(clip, self.frame_size)
+        return {"clip": clip, "label": item.label, "video_id": index,
+                "indices": torch.as_tensor(indices, dtype=torch.int64)}
+
+
+def resize_frames(clip: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> uint8 (T, h, w, C), antialiased, staying channels-last."""
+    from torchvision.transforms.v2 import functional as F
+
+    frames = clip.permute(0, 3, 1, 2)  # (T, C, H, W) view in channels_last memory
+    out = F.resize(frames, list(size), antialias=True)
+    return out.permute(0, 2, 3, 1).contiguous()  # free when resize kept channels_last

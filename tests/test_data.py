@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-import accel.data as data_mod
 from accel import (Manifest, ManifestError, VideoDecodeError, VideoClipDataset, build_loader, csv_manifest,
                    folder_manifest, load_manifest, stratified_split)
 from accel.loader import DevicePrefetcher, collate_clips
@@ -128,11 +127,11 @@ def test_on_error_raise_names_the_file(dataset_with_bad_files):
 
 
 def test_a_hanging_decode_is_cut_off(temporal_dataset, monkeypatch):
-    def hang(path, backend):
+    def hang(self, path):
         while True:
             time.sleep(0.01)
 
-    monkeypatch.setattr(data_mod, "open_sample", hang)
+    monkeypatch.setattr(VideoClipDataset, "open_reader", hang)
     ds = VideoClipDataset(folder_manifest(temporal_dataset, "val"), clip_len=4, decode_timeout_s=0.3)
     start = time.monotonic()
     result = ds[0]

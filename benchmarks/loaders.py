@@ -1,0 +1,203 @@
+"""``python -m benchmarks loaders``: clips/s of each decode backend through the loader, of the
+bare decoder on the same clips (``raw_<backend>`` rows), and of the naive approach the seeds
+use (decode every frame of the video, then keep the sampled ones).
+
+Without ``--data`` it encodes its own benchmark set once (cached under ``--cache``):
+20 s 640x360 H.264 videos at 25 fps, one set per keyframe interval in ``--gops``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from accel.data import FrameFolderReader, Manifest, VideoClipDataset, load_manifest, resize_frames
+from accel.loader import build_loader
+from accel.sampling import STRATEGIES, sample_indices
+from accel.telemetry import Telemetry
+from accel.video import AUTO_ORDER, PyAVReader, available_backends, open_video
+from benchmarks.common import markdown_table, summarize_ms, write_results
+
+ALL_BACKENDS = ("naive", *AUTO_ORDER, "dali")
+COLUMNS = ["gop", "backend", "workers", "clip_len", "size", "clips", "clips_per_s", "frames_per_s",
+           "p50_ms", "p95_ms", "speedup_vs_naive", "overhead_vs_raw_pct", "cpu_util", "rss_mb",
+           "nvdec_util", "skipped", "status"]
+
+
+class NaiveReader(PyAVReader):
+    """What the seeds do: decode the whole video from frame 0, keep the wanted frames."""
+
+    backend = "naive"
+
+    def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
+        self._container.seek(int(self._pts[0]), stream=self._stream, backward=True)
+        every = [f.to_ndarray(format="rgb24") for f in self._container.decode(self._stream)]
+        return torch.from_numpy(np.stack([every[i] for i in indices.tolist()]))
+
+
+class NaiveDataset(VideoClipDataset):
+    def open_reader(self, path: str):
+        return FrameFolderReader(path) if Path(path).is_dir() else NaiveReader(path)
+
+
+def make_benchmark_data(cache: Path, gop: int, *, videos: int, seconds: float, fps: int = 25,
+                        width: int = 640, height: int = 360) -> Path:
+    """Index-coded videos with moving texture, one class folder: the decode cost is real."""
+    from accel.synth import write_index_video
+
+    root = cache / f"h264_{width}x{height}_{seconds:g}s_gop{gop}"
+    folder = root / "bench"
+    frames = int(seconds * fps)
+    todo = [folder / f"v{i:02d}.mp4" for i in range(videos)]
+    todo = [p for p in todo if not p.is_file()]
+    for i, path in enumerate(tqdm(todo, desc=f"encoding gop {gop}", unit="video", leave=False)):
+        tmp = path.with_suffix(".part.mp4")
+        write_index_video(tmp, frames, width=width, height=height, fps=fps, gop=gop, bframes=2,
+                          seed=i)
+        tmp.rename(path)
+    return root
+
+
+def _clip_plan(manifest: Manifest, clips: int) -> list[int]:
+    """Which manifest entries the benchmark reads, cycling through the videos."""
+    return [i % len(manifest) for i in range(clips)]
+
+
+def _raw(manifest: Manifest, plan: list[int], backend: str, args) -> dict:
+    """The bare decoder in this process: open, sample, decode, resize; no DataLoader."""
+    times = []
+    reader_type = NaiveReader if backend == "naive" else None
+    with Telemetry() as tel:
+        for position in plan:
+            path = manifest.items[position].path
+            t0 = time.perf_counter()
+            reader = reader_type(path) if reader_type else open_video(path, backend)
+            n = len(reader)
+            indices = sample_indices(n, args.clip_len, args.strategy,
+                                     generator=torch.Generator().manual_seed(position))
+            clip = reader.get_frames(indices)
+            if args.size:
+                clip = resize_frames(clip, (args.size, args.size))
+            reader.close()
+            times.append((time.perf_counter() - t0) * 1e3)
+    stats = summarize_ms(times)
+    total_s = sum(times) / 1e3
+    return {"backend": f"raw_{backend}", "workers": 0, "clips": len(plan),
+            "clips_per_s": len(plan) / total_s, "frames_per_s": len(plan) * args.clip_len / total_s,
+            "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "skipped": 0, **tel.summary()}
+
+
+def _through_loader(manifest: Manifest, plan: list[int], backend: str, workers: int, args) -> dict:
+    """The real loader: DataLoader workers, collate, channels-last batches."""
+    dataset_type = NaiveDataset if backend == "naive" else VideoClipDataset
+    loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
+                          strategy=args.strategy, frame_size=(args.size, args.size) if args.size else None,
+                          backend="pyav" if backend == "naive" else backend, num_workers=workers,
+                          sampler=plan, persistent_workers=False, pin_memory=False,
+                          dataset_type=dataset_type)
+    per_clip = []
+    clips = 0
+    with Telemetry() as tel:
+        start = last = time.perf_counter()
+        for batch in loader:
+            now = time.perf_counter()
+            b = batch["clip"].shape[0]
+            per_clip.extend([(now - last) * 1e3 / b] * b)  # batch interval shared by its clips
+            clips += b
+            last = now
+        total_s = time.perf_counter() - start
+    stats = summarize_ms(per_clip) if per_clip else {"p50_ms": float("nan"), "p95_ms": float("nan")}
+    return {"backend": backend, "workers": workers, "clips": clips,
+            "clips_per_s": clips / total_s, "frames_per_s": clips * args.clip_len / total_s,
+            "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "skipped": len(loader.skipped),
+            "skipped_files": loader.skipped, **tel.summary()}
+
+
+def _skip_row(backend: str, reason: str) -> dict:
+    return {"backend": backend, "status": "skipped", "reason": reason}
+
+
+def run_one_dataset(manifest: Manifest, gop: str, args) -> list[dict]:
+    plan = _clip_plan(manifest, args.clips)
+    rows = []
+    available = set(available_backends())
+    for backend in args.backends:
+        if backend == "dali":
+            rows.append(_skip_row(backend, "the DALI loader is not built yet"))
+            continue
+        if backend != "naive" and backend not in available:
+            rows.append(_skip_row(backend, f"{backend} is not installed here"))
+            continue
+        raw = _raw(manifest, plan, backend, args)
+        loader_row = _through_loader(manifest, plan, backend, args.workers, args)
+        # Overhead on equal terms: the loader in one process (workers=0) vs the bare decoder.
+        inline = _through_loader(manifest, plan, backend, 0, args) if args.overhead else None
+        if inline:
+            loader_row["overhead_vs_raw_pct"] = 100 * (raw["clips_per_s"] / inline["clips_per_s"] - 1)
+        rows += [raw, loader_row]
+    naive = next((r for r in rows if r.get("backend") == "naive"), None)
+    for r in rows:
+        r.update(gop=gop, clip_len=args.clip_len, size=args.size, status=r.get("status", "ok"))
+        r.setdefault("workers", args.workers)
+        if naive and r.get("status") == "ok" and not r["backend"].startswith("raw_"):
+            r["speedup_vs_naive"] = r["clips_per_s"] / naive["clips_per_s"]
+    return rows
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, help="a dataset folder or CSV (default: make benchmark videos)")
+    p.add_argument("--split", default=None, help="split folder/column to read (default: all of --data)")
+    p.add_argument("--backends", default=",".join(ALL_BACKENDS),
+                   help=f"comma list from {','.join(ALL_BACKENDS)} (default: all)")
+    p.add_argument("--clip-len", type=int, default=16)
+    p.add_argument("--size", type=int, default=112, help="frames resized to size x size (0: keep)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="uniform")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--clips", type=int, default=48, help="clips read per backend")
+    p.add_argument("--gops", default="25,50,250",
+                   help="keyframe intervals of the generated videos (ignored with --data)")
+    p.add_argument("--videos", type=int, default=6, help="generated videos per keyframe interval")
+    p.add_argument("--seconds", type=float, default=20.0, help="length of generated videos")
+    p.add_argument("--cache", type=Path, default=Path("runs/bench_data"),
+                   help="where generated videos are kept between runs")
+    p.add_argument("--no-overhead", dest="overhead", action="store_false",
+                   help="skip the workers=0 pass that measures the loader's overhead")
+    p.add_argument("--json", type=Path, default=Path("runs/benchmarks/loaders.json"))
+    return p
+
+
+def main(args) -> int:
+    args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = [b for b in args.backends if b not in ALL_BACKENDS]
+    if unknown:
+        raise SystemExit(f"error: unknown backends {unknown}; choose from {', '.join(ALL_BACKENDS)}")
+    if args.data is not None:
+        datasets = [("n/a", load_manifest(args.data, args.split))]
+    else:
+        gops = [int(g) for g in args.gops.split(",")]
+        datasets = [(str(g), load_manifest(make_benchmark_data(args.cache, g, videos=args.videos,
+                                                               seconds=args.seconds)))
+                    for g in gops]
+    rows = []
+    for gop, manifest in tqdm(datasets, desc="datasets", unit="set"):
+        rows += run_one_dataset(manifest, gop, args)
+    paths = write_results(rows, args.json, columns=COLUMNS, title="Loader throughput")
+    print(markdown_table(rows, COLUMNS))
+    for gop in dict.fromkeys(r["gop"] for r in rows):
+        ok = [r for r in rows if r["gop"] == gop and r["status"] == "ok" and not r["backend"].startswith("raw_")]
+        if ok:
+            best = max(ok, key=lambda r: r["clips_per_s"])
+            naive = next((r for r in ok if r["backend"] == "naive"), None)
+            vs = f", {best['clips_per_s'] / naive['clips_per_s']:.1f}x naive" if naive else ""
+            print(f"gop {gop}: fastest {best['backend']} {best['clips_per_s']:.1f} clips/s{vs}; "
+                  f"skipped files: {sum(r.get('skipped', 0) for r in ok)}")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    return 0

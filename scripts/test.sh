@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The test command: set up, then the default suite (GPU tests skip without CUDA, slow ones
+# run with `make test-all`). pytest's exit code 5 (no test ran) is a failure here.
+set -uo pipefail
+PY=${PY:-python3}
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh || exit 1
+"$PY" -m pytest -m "not slow" "$@"
+rc=$?
+if [ "$rc" = 5 ]; then
+  echo "test.sh: pytest collected no tests: that is a failure, not a pass" >&2
+  exit 1
+fi
+exit "$rc"

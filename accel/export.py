@@ -63,7 +63,9 @@ def check_parity(reference: Callable[[torch.Tensor], torch.Tensor],
             out = exported(x).float().to(ref.device)
             if out.shape != ref.shape:
                 raise ValueError(f"exported output shape {tuple(out.shape)} != reference {tuple(ref.shape)}")
-            max_diff = max(max_diff, (out - ref).abs().max().item())
+            # NaN must not hide behind max(): a non-finite output is an infinite difference.
+            diff = (out - ref).abs().nan_to_num(nan=float("inf"))
+            max_diff = max(max_diff, diff.max().item())
             ref_max = max(ref_max, ref.abs().max().item())
             agree += (out.argmax(-1) == ref.argmax(-1)).sum().item()
             total += ref.shape[0]
@@ -197,6 +199,9 @@ def export_aoti(model: nn.Module, example: torch.Tensor, path: str | Path, *,
         raise ValueError(f"an AOTInductor package must end in .pt2, got {path.name!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
+    # The package is compiled for the strides of its example: use the contract's batch
+    # layout (channels_last_3d, what the loaders deliver); the runner converts to it.
+    example = example.contiguous(memory_format=torch.channels_last_3d)
     t0 = time.perf_counter()
     with _quiet(), torch.no_grad():
         ep = torch.export.export(model, (example,), dynamic_shapes=_dynamic_shapes(dynamic_batch))
@@ -316,7 +321,8 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Calla
             compiled = torch._inductor.aoti_load_package(str(path))
 
         def run_aoti(x: torch.Tensor) -> torch.Tensor:
-            return compiled(x.to(device).contiguous()).float()
+            x = x.to(device).contiguous(memory_format=torch.channels_last_3d)
+            return compiled(x).float()
         return run_aoti
     _import_torch_tensorrt()  # registers the TensorRT engine ops torch.export.load needs
     module = torch.export.load(str(path)).module().to(device)

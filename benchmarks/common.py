@@ -17,7 +17,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -126,17 +126,24 @@ def _fmt(value: object) -> str:
 
 
 def markdown_table(records: Iterable[Mapping[str, object]], columns: Sequence[str],
-                   headers: Sequence[str] | None = None) -> str:
+                   headers: Sequence[str] | None = None, *,
+                   formats: Mapping[str, Callable[[Mapping[str, object]], str]] | None = None) -> str:
+    """One row per record. ``formats[column](record)`` renders a column from the whole
+    record (e.g. "mean ± std" from two fields); a column may then name no record field."""
     headers = list(headers or columns)
+    formats = formats or {}
+    cell = lambda r, c: formats[c](r) if c in formats else _fmt(r.get(c))  # noqa: E731
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in records:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(cell(r, c) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_results(records: list[dict], json_path: str | os.PathLike, *, columns: Sequence[str],
                   headers: Sequence[str] | None = None, title: str = "",
-                  extra: Mapping[str, object] | None = None) -> dict[str, Path]:
+                  extra: Mapping[str, object] | None = None,
+                  formats: Mapping[str, Callable[[Mapping[str, object]], str]] | None = None,
+                  notes: str = "") -> dict[str, Path]:
     """Write records to ``json_path`` and a ``.csv`` and ``.md`` beside it; return the paths."""
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +165,7 @@ def write_results(records: list[dict], json_path: str | os.PathLike, *, columns:
     gpu = env["gpu"] if env["gpu"] != "n/a" else f"CPU: {env['cpu']} ({env['cpu_count']} cores)"
     md = [f"# {title}\n" if title else "", f"`{command}`\n",
           f"{gpu}; torch {env['torch']}, CUDA {env['cuda']}, commit {env['git_commit']}, "
-          f"{env['timestamp']}\n", markdown_table(records, columns, headers)]
+          f"{env['timestamp']}\n", markdown_table(records, columns, headers, formats=formats),
+          notes]
     md_path.write_text("\n".join(s for s in md if s))
     return {"json": json_path, "csv": csv_path, "md": md_path}

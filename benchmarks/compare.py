@@ -135,8 +135,12 @@ def main(args) -> int:
         print(str(e), file=sys.stderr)
         return 2
     compared = [r for r in rows if r["metric"]]
+    sig = lambda k: lambda r: "" if r.get(k) is None else f"{r[k]:.4g}"  # noqa: E731
     print(markdown_table(rows, ["record", "metric", "baseline", "result", "change_pct", "verdict", "note"],
-                         ["Record", "Metric", "Baseline", "Result", "Change %", "Verdict", "Note"]))
+                         ["Record", "Metric", "Baseline", "Result", "Change %", "Verdict", "Note"],
+                         formats={"baseline": sig("baseline"), "result": sig("result"),
+                                  "change_pct": lambda r: "" if r.get("change_pct") is None
+                                  else f"{r['change_pct']:+.1f}"}))
     bad = [r for r in rows if r["verdict"] in ("REGRESSED", "lost")]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

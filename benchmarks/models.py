@@ -135,7 +135,8 @@ def why_unavailable(variant: str, mode: str, device: torch.device) -> str | None
 
 
 def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
-                 device: torch.device, compile_mode: str, export_dir: Path) -> tuple[Callable, dict]:
+                 device: torch.device, compile_mode: str, export_dir: Path,
+                 tag: str = "model") -> tuple[Callable, dict]:
     """A callable for ``variant`` and its one-off setup cost (export_s; compile_s is measured
     at the first call, since torch.compile and CUDA-graph capture are lazy)."""
     from accel.perf import optimize
@@ -148,7 +149,7 @@ def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
         return optimize(model, device=device, **opts), {}
     from accel import export
 
-    name = f"{type(model).__name__}_{variant}_{example.shape[2]}x{example.shape[3]}"
+    name = f"{tag}_{variant}_{example.shape[2]}x{example.shape[3]}"
     if spec["export"] == "onnx":
         r = export.export_onnx(model, example, export_dir / f"{name}.onnx", check=False)
     elif spec["export"] == "aoti":
@@ -261,6 +262,26 @@ def measure_train(variant: str, base: torch.nn.Module, pool: list[torch.Tensor],
     return rec
 
 
+def is_full_precision(variant: str) -> bool:
+    """fp32 end to end: its logits must match eager fp32 within the parity tolerance."""
+    spec = parse_variant(variant)
+    return spec.get("optimize", {}).get("amp") is None and spec.get("precision") in (None, "fp32")
+
+
+def parity_verdict(variant: str, rec: dict[str, Any], tol: float) -> str | None:
+    """Why the variant's outputs are wrong, or None. fp32 variants must agree within
+    ``tol`` x max(1, largest reference logit); low-precision ones only must be finite."""
+    diff = rec.get("max_abs_diff")
+    if diff is None:
+        return None
+    if not math.isfinite(diff):
+        return "parity: non-finite logits (wrong results)"
+    limit = tol * max(1.0, rec.get("ref_max_abs") or 0.0)
+    if is_full_precision(variant) and diff > limit:
+        return f"parity: max_abs_diff {diff:.2e} > {limit:.1e} vs eager fp32 (wrong results)"
+    return None
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e)
 
@@ -294,7 +315,8 @@ class ModelBench:
                 "ms_per_clip": None, "clips_per_s": None, "p50_ms": None, "p95_ms": None,
                 "p99_ms": None, "peak_mem_mb": None, "device": str(self.device),
                 "cpu_threads": torch.get_num_threads(), "max_abs_diff": None,
-                "top1_agree": None, "compile_s": None, "export_s": None,
+                "top1_agree": None, "parity_tol": self.args.parity_tol,
+                "compile_s": None, "export_s": None,
                 "warmup": self.args.warmup, "iters": self.args.iters, "status": "ok", "reason": ""}
 
     def pool(self, batch_size: int) -> list[torch.Tensor]:
@@ -310,7 +332,7 @@ class ModelBench:
                 ex = example if example.shape[0] >= 2 else torch.cat([example, example])
                 self.runners[variant] = build_runner(variant, self.model, ex, device=self.device,
                                                      compile_mode=self.args.compile_mode,
-                                                     export_dir=self.export_dir)
+                                                     export_dir=self.export_dir, tag=self.name)
             return self.runners[variant]
         return build_runner(variant, copy.deepcopy(self.model), example, device=self.device,
                             compile_mode=self.args.compile_mode, export_dir=self.export_dir)
@@ -335,7 +357,8 @@ class ModelBench:
             lazy = any(p in variant.split("+") for p in ("compile", "cuda_graphs"))
             rec.update(measure_infer(fn, pool, reference, device=self.device, warmup=a.warmup,
                                      iters=a.iters, lazy_setup=lazy))
-            return rec
+            wrong = parity_verdict(variant, rec, a.parity_tol)
+            return rec | ({"status": "error", "reason": wrong} if wrong else {})
         except Exception as e:  # one variant failing must not cost the rest of the table
             status = "skipped" if _is_oom(e) else "error"
             reason = f"out of memory at batch {batch_size}" if _is_oom(e) else _reason(e)
@@ -403,6 +426,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--pool", type=int, default=4, help="distinct input batches to rotate through")
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add_argument("--parity-tol", type=float, default=None,
+                   help="max |logit difference| an fp32 variant may have against eager fp32, "
+                        "scaled by max(1, largest logit); beyond it the row is an error "
+                        "(default 1e-3 on CPU, 5e-3 on CUDA where convolutions use TF32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-dir", type=Path, default=None,
                    help="keep exported artifacts here (default: a temporary folder)")
@@ -433,6 +460,8 @@ def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
         raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
+    if args.parity_tol is None:
+        args.parity_tol = 5e-3 if device.type == "cuda" else 1e-3
     return names, variants, modes, device
 
 

@@ -256,7 +256,7 @@ def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
         t0 = time.perf_counter()
         fn, setup = (model, {}) if variant == "eager" else build_runner(
             variant, model, example, device=device, compile_mode=args.compile_mode,
-            export_dir=export_dir)
+            export_dir=export_dir, tag=name)
         with torch.inference_mode():  # compile / capture / first-call costs stay out of the stream
             for _ in range(max(args.warmup, 1)):
                 fn(example[:1].contiguous(memory_format=torch.channels_last_3d))

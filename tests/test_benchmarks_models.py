@@ -105,6 +105,24 @@ def test_failing_variant_is_an_error_row_and_exit_1(tmp_path, monkeypatch):
     assert aoti["status"] == "error" and aoti["reason"] == "RuntimeError: exporter exploded"
 
 
+@pytest.mark.parametrize("variant, shift, verdict", [
+    ("aoti", 0.0, "ok"),                # fp32 variant, exact: passes
+    ("aoti", 0.5, "error"),             # fp32 variant off by 0.5: wrong results
+    ("amp", 0.01, "ok"),                # low precision: only finiteness is gated
+    ("amp", float("nan"), "error"),
+])
+def test_wrong_results_are_error_rows(tmp_path, monkeypatch, variant, shift, verdict):
+    def runner(variant, model, example, **kw):
+        return (lambda x: model(x) + shift), {}
+    monkeypatch.setattr(bm, "build_runner", runner)
+    rc, data = run(tmp_path, "--models", "tsn_resnet18", "--variants", variant, *SMALL,
+                   "--batch-size", "2")
+    r = data["records"][0]
+    assert r["status"] == verdict and rc == (1 if verdict == "error" else 0)
+    if verdict == "error":
+        assert r["reason"].startswith("parity:") and r["batch_time_ms_mean"] is not None
+
+
 @pytest.mark.parametrize("variant, opts", [
     ("eager", {}),
     ("channels_last+amp+compile", {"channels_last": True, "amp": "bf16", "compile": True,

@@ -1,9 +1,11 @@
 """Per-iteration timers: warm-up, then N timed iterations, each timed on its own.
 
-On CUDA each iteration is bracketed by CUDA events recorded on the current stream and the
-host waits for the end event before starting the next iteration, so one iteration's time
-never absorbs queued work from another and kernels launched asynchronously are counted.
-On CPU ``time.perf_counter`` brackets the call.
+On CUDA the device is synchronised before every clock read (``torch.cuda.synchronize``,
+device-wide), so an iteration's time includes all the kernels it launched and never absorbs
+queued work from another. Device-wide, not CUDA events on torch's current stream, because
+some backends run on streams of their own (ONNX Runtime's CUDA provider, TensorRT engines):
+events on torch's stream would not bracket their work. On CPU ``time.perf_counter`` brackets
+the call.
 
 Inputs rotate through a pool (iteration ``i`` gets ``pool[i % len(pool)]``): one tensor
 reused forever stays in the CPU caches / GPU L2 and flatters small models.
@@ -29,28 +31,19 @@ def time_iterations(step: Callable[[int], Any], *, warmup: int, iters: int,
                     device: str | torch.device = "cpu") -> list[float]:
     """Call ``step(i)`` ``warmup`` times untimed, then ``iters`` times; return ms per call.
 
-    ``device``: where ``step`` launches its work; CUDA devices are timed with events.
+    ``device``: where ``step`` launches its work; a CUDA device is synchronised around each call.
     """
     _check_counts(warmup, iters)
     device = torch.device(device)
     for i in range(warmup):
         step(i)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     times: list[float] = []
-    if device.type == "cuda":
-        with torch.cuda.device(device):
-            torch.cuda.synchronize()
-            for i in range(iters):
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                step(warmup + i)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-        return times
     for i in range(iters):
+        sync()
         t0 = time.perf_counter()
         step(warmup + i)
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return times
 

@@ -75,8 +75,8 @@ def test_bad_counts_fail_early(kw):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_events_count_async_kernels():
+def test_cuda_timing_counts_async_kernels():
     # torch.cuda._sleep spins the GPU for a number of cycles; the host returns immediately,
-    # so only event timing (not a host clock without sync) sees it.
+    # so only a timer that waits for the device sees it.
     times = time_iterations(lambda i: torch.cuda._sleep(50_000_000), warmup=1, iters=3, device="cuda")
     assert min(times) > 1.0   # 50M cycles is > 10 ms on any current GPU

@@ -417,8 +417,9 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="comma-separated batch sizes (default 8)")
     p.add_argument("--batch-sweep", action="store_true",
                    help="add batch 1 (latency) and double the largest batch until clips/s gains "
-                        f"< {SATURATION_GAIN:.0%} or memory runs out")
-    p.add_argument("--max-batch", type=int, default=512, help="upper bound of the sweep")
+                        f"< {SATURATION_GAIN * 100:.0f}%% or memory runs out")
+    p.add_argument("--max-batch", type=int, default=256,
+                   help="upper bound of the sweep (exports are built for batches up to 256)")
     p.add_argument("--frames", type=int, default=None, help="clip length (default: the model's)")
     p.add_argument("--size", type=int, default=None, help="frame side (default: the model's)")
     p.add_argument("--num-classes", type=int, default=7)

@@ -160,3 +160,10 @@ def test_aoti_variant_parity(tmp_path):
     rc, data = run(tmp_path, "--models", "cnn_lstm", "--variants", "aoti", *SMALL, "--batch-size", "2")
     r = data["records"][0]
     assert rc == 0 and r["status"] == "ok" and r["max_abs_diff"] < 1e-3 and r["export_s"] > 0
+
+
+@pytest.mark.parametrize("command", ["models", "stream", "compare"])
+def test_help_renders(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_main([command, "--help"])
+    assert e.value.code == 0 and "usage" in capsys.readouterr().out

@@ -22,6 +22,7 @@ own (CUDA events on GPU), inputs rotating through a pool of --pool distinct batc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib.util
 import math
@@ -136,7 +137,7 @@ def why_unavailable(variant: str, mode: str, device: torch.device) -> str | None
 
 def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
                  device: torch.device, compile_mode: str, export_dir: Path,
-                 tag: str = "model") -> tuple[Callable, dict]:
+                 tag: str = "model", threads: int | None = None) -> tuple[Callable, dict]:
     """A callable for ``variant`` and its one-off setup cost (export_s; compile_s is measured
     at the first call, since torch.compile and CUDA-graph capture are lazy)."""
     from accel.perf import optimize
@@ -152,6 +153,8 @@ def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
     name = f"{tag}_{variant}_{example.shape[2]}x{example.shape[3]}"
     if spec["export"] == "onnx":
         r = export.export_onnx(model, example, export_dir / f"{name}.onnx", check=False)
+        if threads:  # ONNX Runtime has its own thread pool: give it the same CPU budget
+            r.runner = export.OnnxRunner(r.path, device, intra_op_threads=threads)
     elif spec["export"] == "aoti":
         r = export.export_aoti(model, example, export_dir / f"{name}.pt2", check=False)
     else:
@@ -332,7 +335,8 @@ class ModelBench:
                 ex = example if example.shape[0] >= 2 else torch.cat([example, example])
                 self.runners[variant] = build_runner(variant, self.model, ex, device=self.device,
                                                      compile_mode=self.args.compile_mode,
-                                                     export_dir=self.export_dir, tag=self.name)
+                                                     export_dir=self.export_dir, tag=self.name,
+                                                     threads=self.args.threads)
             return self.runners[variant]
         return build_runner(variant, copy.deepcopy(self.model), example, device=self.device,
                             compile_mode=self.args.compile_mode, export_dir=self.export_dir)
@@ -431,6 +435,10 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="max |logit difference| an fp32 variant may have against eager fp32, "
                         "scaled by max(1, largest logit); beyond it the row is an error "
                         "(default 1e-3 on CPU, 5e-3 on CUDA where convolutions use TF32)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and ONNX Runtime (default: torch's default). "
+                        "On a shared or busy machine use 1: OpenMP with more threads than free "
+                        "cores inflates times many-fold")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export-dir", type=Path, default=None,
                    help="keep exported artifacts here (default: a temporary folder)")
@@ -463,7 +471,21 @@ def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
                           else "cpu" if args.device == "auto" else args.device)
     if args.parity_tol is None:
         args.parity_tol = 5e-3 if device.type == "cuda" else 1e-3
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     return names, variants, modes, device
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op thread count for the block only (it is process-wide)."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def summary_text(records: list[dict]) -> str:
@@ -506,7 +528,7 @@ def summary_text(records: list[dict]) -> str:
 def main(args) -> int:
     names, variants, modes, device = resolve_args(args)
     records: list[dict] = []
-    with tempfile.TemporaryDirectory(prefix="vidaccel-exports-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="vidaccel-exports-") as tmp, cpu_threads(args.threads):
         export_dir = args.export_dir or Path(tmp)
         cases = [(v, m) for v in variants for m in modes]
         with tqdm(total=len(names) * len(cases), desc="models", unit="case") as bar:

@@ -232,6 +232,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=7)
     p.add_argument("--warmup", type=int, default=3, help="untimed model calls before streaming")
     p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch and ONNX Runtime (default: torch's default)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/stream.json"))
     return p
 
@@ -256,7 +258,7 @@ def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
         t0 = time.perf_counter()
         fn, setup = (model, {}) if variant == "eager" else build_runner(
             variant, model, example, device=device, compile_mode=args.compile_mode,
-            export_dir=export_dir, tag=name)
+            export_dir=export_dir, tag=name, threads=args.threads)
         with torch.inference_mode():  # compile / capture / first-call costs stay out of the stream
             for _ in range(max(args.warmup, 1)):
                 fn(example[:1].contiguous(memory_format=torch.channels_last_3d))
@@ -281,7 +283,7 @@ def main(args) -> int:
 
     from models import list_models
 
-    from benchmarks.models import parse_variant
+    from benchmarks.models import cpu_threads, parse_variant
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in list_models()]
@@ -299,12 +301,14 @@ def main(args) -> int:
         raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
+    if args.threads is not None and args.threads < 1:
+        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     args.video = args.video or default_video()
     if not Path(args.video).is_file():
         raise SystemExit(f"--video {args.video}: no such file")
     records = []
     frames_each = int(round(args.fps * args.seconds))
-    with tempfile.TemporaryDirectory(prefix="vidaccel-stream-") as tmp, \
+    with tempfile.TemporaryDirectory(prefix="vidaccel-stream-") as tmp, cpu_threads(args.threads), \
             tqdm(total=frames_each * len(names) * len(variants), desc="stream", unit="frame") as bar:
         for name in names:
             for variant in variants:

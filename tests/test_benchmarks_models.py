@@ -76,8 +76,11 @@ def test_train_mode_and_inference_only_skips(tmp_path):
 
 
 def test_onnx_variant_parity(tmp_path):
+    before = torch.get_num_threads()
     rc, data = run(tmp_path, "--models", "cnn_lstm", "--variants", "onnx", *SMALL,
-                   "--batch-size", "1,3")
+                   "--batch-size", "1,3", "--threads", "1")
+    assert torch.get_num_threads() == before   # --threads is scoped to the run
+    assert all(r["cpu_threads"] == 1 for r in data["records"])
     assert rc == 0
     for r in data["records"]:   # one dynamic-batch export serves both batch sizes
         assert r["status"] == "ok" and r["max_abs_diff"] < 1e-3 and r["top1_agree"] == 1.0

@@ -1,0 +1,149 @@
+"""Argument parsing shared by ``train.py`` and ``evaluate.py``.
+
+Every ``--long_option`` is registered with both spellings (``--clip_len`` and
+``--clip-len``), and a wrong input stops with one line, ``prog: error: reason``, and exit
+status 2 (no usage dump, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import functools
+import sys
+from typing import Any, NoReturn
+
+
+class UsageError(ValueError):
+    """A wrong input found after parsing (a folder, a checkpoint...): exit 2, one line."""
+
+
+def _spellings(names) -> list[str]:
+    spelled: list[str] = []
+    for n in names:
+        variants = [n]
+        if n.startswith("--"):
+            variants += [n.replace("_", "-"), "--" + n[2:].replace("-", "_")]
+        for v in variants:
+            if v not in spelled:
+                spelled.append(v)
+    return spelled
+
+
+def _add(container, *names: str, **kwargs: Any) -> argparse.Action:
+    """``add_argument`` with the dash and underscore spellings of every long option."""
+    if "dest" not in kwargs and any(n.startswith("--") for n in names):
+        first = next(n for n in names if n.startswith("--"))
+        kwargs["dest"] = first[2:].replace("-", "_")
+    return container.add_argument(*_spellings(names), **kwargs)
+
+
+def _add_flag(container, name: str, default: bool, help: str) -> None:
+    """``--name`` / ``--no_name`` (both spellings) for a boolean."""
+    dest = name[2:].replace("-", "_")
+    _add(container, name, dest=dest, action="store_true", default=default, help=help)
+    _add(container, "--no_" + dest, dest=dest, action="store_false", help=argparse.SUPPRESS)
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose ``add`` / ``add_flag`` (also on its groups) register both
+    spellings, and whose errors are one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def add(self, *names: str, **kwargs: Any) -> argparse.Action:
+        return _add(self, *names, **kwargs)
+
+    def add_flag(self, name: str, default: bool, help: str) -> None:
+        _add_flag(self, name, default, help)
+
+    def add_argument_group(self, *args, **kwargs):
+        group = super().add_argument_group(*args, **kwargs)
+        group.add = functools.partial(_add, group)
+        group.add_flag = functools.partial(_add_flag, group)
+        return group
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0]
+
+
+# --------------------------------------------------------------------------- value types
+def unit_interval(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    v = non_negative_float(text)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    return v
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``name=value``; the value parsed as a Python literal when it is one (``128``,
+    ``0.5``, ``True``, ``'mean'``), else kept as a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    try:
+        value = ast.literal_eval(v)
+    except (ValueError, SyntaxError):
+        value = v
+    return k.strip(), value
+
+
+def resolve_device(name: str, local_rank: int = 0):
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is a usage error."""
+    import torch
+
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+        if name == "cuda":
+            return torch.device("cuda", local_rank)
+    return torch.device(name)

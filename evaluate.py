@@ -1,0 +1,162 @@
+"""Evaluate a training checkpoint: clip-level and video-level metrics, plots, predictions.
+
+    python evaluate.py --checkpoint runs/demo/best.pt --data_dir data/demo
+    python evaluate.py --checkpoint runs/demo/best.pt --test_dir other/test --log_dir runs/eval
+
+The model is rebuilt from what the checkpoint records (name, classes, options) and the
+data is read with the checkpoint's clip length, size, sampling and batch size, so on CPU
+the numbers equal the final test of ``train.py`` bit for bit. ``--backend onnx|aoti|tensorrt``
+runs an exported model instead of eager PyTorch (``--exported FILE``, or exported on the fly).
+Writes ``metrics.json``, PNG plots and ``test_predictions.csv`` to ``--log_dir``.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from accel import ManifestError
+from accel.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from accel.cli import (Parser, UsageError, fail, non_negative_int, one_line, positive_int,
+                       resolve_device)
+from accel.data import load_manifest
+from accel.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
+from accel.sampling import STRATEGIES
+from accel.tracking import write_json
+
+PROG = "evaluate.py"
+RUNTIMES = ("eager", "onnx", "aoti", "tensorrt")
+DECODERS = ("auto", "pyav", "decord", "torchcodec")
+SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
+
+
+def get_args_parser() -> Parser:
+    p = Parser(prog=PROG, description="Evaluate a train.py checkpoint on a test set.")
+    p.add("--checkpoint", "--model_path", required=True, help="best.pt or last.pt from train.py")
+    p.add("--data_dir", help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
+    p.add("--test_dir", help="test set: a folder with test/, a folder of class folders, or a CSV")
+    p.add("--split", default="test", help="split of --data_dir to evaluate (default test)")
+    p.add("--log_dir", "--out_dir", help="where reports go (default: CHECKPOINT_DIR/eval_SPLIT)")
+    p.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add("--backend", choices=RUNTIMES, default="eager",
+          help="model runtime: eager PyTorch, or an export (onnx, aoti, tensorrt)")
+    p.add("--exported", help="the exported file for --backend (default: export now to log_dir)")
+    p.add("--decoder", choices=DECODERS, help="video decoder (default: the one training used)")
+    p.add("--test_sampling", "--sampling", choices=STRATEGIES, help="clip sampling (default: training's)")
+    p.add("--batch_size", "-b", type=positive_int, help="default: training's evaluation batch size")
+    p.add("--num_workers", "--workers", "-j", type=non_negative_int)
+    p.add("--amp", choices=("none", "bf16", "fp16"), help="autocast on CUDA (default: training's)")
+    p.add_flag("--channels_last", True, "channels-last weights and clips (default on)")
+    p.add_flag("--video_eval", True, "video-level metrics from sliding windows (--no_video_eval)")
+    p.add("--video_stride", type=positive_int, help="frame step inside a window (default: training's)")
+    p.add("--window_stride", type=positive_int, help="frames between window starts")
+    p.add("--max_windows", type=positive_int, help="windows per video at most")
+    p.add_flag("--progress", True, "tqdm bars (--no_progress)")
+    return p
+
+
+def test_manifest(args, classes):
+    """The manifest to evaluate, with the checkpoint's class list."""
+    if args.test_dir:
+        src = Path(args.test_dir)
+        if not src.exists():
+            raise UsageError(f"--test_dir {src}: no such file or folder")
+        from accel.engine import _has_split
+
+        return load_manifest(src, "test" if _has_split(src, "test") else None, classes=classes)
+    if args.data_dir:
+        src = Path(args.data_dir)
+        if not src.exists():
+            raise UsageError(f"--data_dir {src}: no such file or folder")
+        return load_manifest(src, args.split, classes=classes)
+    raise UsageError("give --test_dir or --data_dir (with --split, default test)")
+
+
+def build_runner(args, model, settings: EvalSettings, device: torch.device, log_dir: Path, amp):
+    """The callable clips -> logits: eager (optimised) PyTorch or an exported artifact."""
+    from accel.perf import optimize
+
+    if args.backend == "eager":
+        return optimize(model, channels_last=args.channels_last, amp=amp, compile=False, device=device)
+    from accel import export
+
+    path = Path(args.exported) if args.exported else log_dir / f"model{SUFFIX[args.backend]}"
+    if args.exported is None:
+        example = torch.randn(settings.batch_size, 3, settings.clip_len, settings.size, settings.size,
+                              device=device)
+        model = model.to(device)
+        t0 = time.perf_counter()
+        if args.backend == "onnx":
+            result = export.export_onnx(model, example.cpu(), path)
+        elif args.backend == "aoti":
+            result = export.export_aoti(model, example, path)
+        else:
+            result = export.export_tensorrt(model, example, path)
+        print(f"exported {args.backend} -> {path} in {time.perf_counter() - t0:.1f} s; "
+              f"parity vs eager: {result.parity}", flush=True)
+    return export.load_exported(path, device)
+
+
+def main(args) -> dict:
+    try:
+        ckpt = load_checkpoint(args.checkpoint)
+        device = resolve_device(args.device)
+        classes = list(ckpt["classes"])
+        manifest = test_manifest(args, classes)
+        model = model_from_checkpoint(ckpt)
+        e = dict(ckpt.get("eval") or {})
+        if not e:
+            raise CheckpointError(f"{args.checkpoint}: records no evaluation settings")
+        overrides = {"sampling": args.test_sampling, "batch_size": args.batch_size,
+                     "num_workers": args.num_workers, "backend": args.decoder,
+                     "video_stride": args.video_stride, "window_stride": args.window_stride,
+                     "max_windows": args.max_windows}
+        e.update({k: v for k, v in overrides.items() if v is not None})
+        e["video_level"] = args.video_eval
+        if e.get("frame_size") is not None:
+            e["frame_size"] = tuple(e["frame_size"])
+        settings = EvalSettings(**e)
+        train_args = ckpt.get("args") or {}
+        amp = args.amp if args.amp is not None else (train_args.get("amp_effective") or "none")
+        amp = None if amp == "none" or device.type != "cuda" else amp
+        log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).parent / f"eval_{args.split}"
+        if args.backend == "tensorrt" and device.type != "cuda":
+            raise UsageError("--backend tensorrt needs a CUDA device")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        runner = build_runner(args, model, settings, device, log_dir, amp)
+    except (UsageError, ManifestError, CheckpointError, ImportError, FileNotFoundError) as err:
+        fail(PROG, one_line(err))
+
+    from tqdm import tqdm
+
+    def bar(n, desc):
+        return tqdm(total=n, desc=desc, leave=False, disable=not args.progress, file=sys.stderr)
+
+    print(f"{ckpt['model_name']} from {args.checkpoint} (epoch {ckpt['epoch'] + 1}); "
+          f"{len(manifest)} videos of {manifest.source}; clips {settings.clip_len}x{settings.size}px "
+          f"{settings.sampling}; runtime {args.backend}; device {device}", flush=True)
+    t0 = time.perf_counter()
+    report = evaluate_split(runner, manifest, settings, device, progress_factory=bar)
+    elapsed = time.perf_counter() - t0
+    doc = {"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "model": ckpt["model_name"],
+           "classes": classes, "data": manifest.source, "runtime": args.backend, "device": str(device),
+           "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
+           "time_s": elapsed, "test": public(report), "skipped": {"test": report["skipped"]},
+           "num_skipped": report["num_skipped"]}
+    write_json(doc, log_dir / "metrics.json")
+    write_report_files(report, manifest, log_dir, prefix="test")
+    print(summary_line("test clip-level", report["clip"]))
+    if "video" in report:
+        print(summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} windows/video)",
+                           report["video"]))
+    if report["num_skipped"]:
+        print(f"skipped {report['num_skipped']} undecodable files (listed in metrics.json)")
+    print(f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png")
+    return doc
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
+    sys.exit(0)

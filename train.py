@@ -1,0 +1,529 @@
+"""Train a video classifier: one process, or several with ``torchrun`` (DDP).
+
+    python train.py --model tsm_resnet18 --data_dir data/demo --clip_len 8 --size 32 \
+        --epochs 6 --lr 1e-3 --out_dir runs/demo
+    torchrun --nproc_per_node=2 train.py ... --device cpu      # Gloo on CPU, NCCL on GPU
+
+The laryngoscopy seed's command line works as written (``--data_dir --test_dir --log_dir
+--model_dir --train_sampling --val_sampling --test_sampling --loss_weight``); every option
+takes dashes or underscores. Writes to ``--log_dir`` (``metrics.json``, ``log.csv``,
+``config.json``, TensorBoard events, PNG plots, test predictions) and ``--model_dir``
+(``best.pt``, ``last.pt``: full checkpoints readable with ``torch.load(weights_only=True)``);
+``--out_dir`` sets both. Resume with ``--resume last.pt``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from accel import ManifestError, build_loader
+from accel.checkpoint import (CheckpointError, link_or_copy, load_checkpoint, model_from_checkpoint, plain,
+                              rng_state, save_checkpoint, seed_everything, set_rng_state)
+from accel.cli import (Parser, UsageError, fail, key_value, non_negative_float, non_negative_int,
+                       one_line, positive_float, positive_int, resolve_device, unit_interval)
+from accel.distributed import (DistInfo, ShardedSampler, all_gather_objects, barrier, destroy,
+                               init_distributed)
+from accel.engine import LRSchedule, build_optimizer, load_splits, train_one_epoch
+from accel.evaluation import (EvalSettings, evaluate_clips, evaluate_split, public, summary_line,
+                              write_report_files)
+from accel.losses import build_criterion, class_weights, sampling_weights
+from accel.metrics import ModelSelector, classification_metrics
+from accel.sampling import STRATEGIES
+from accel.tracking import RunLogger, write_json
+from accel.transforms import ClipTransform
+
+PROG = "train.py"
+DECODERS = ("auto", "dali", "pyav", "decord", "torchcodec")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def get_args_parser() -> Parser:
+    from models import list_models
+
+    p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).")
+    g = p.add_argument_group("data")
+    g.add("--data_dir", required=True,
+          help="train/val(/test) class folders, a folder of class folders, or a CSV path,label[,split]")
+    g.add("--test_dir", help="test set (folder with test/, class folders, or CSV); "
+                             "default: data_dir's test split")
+    g.add("--val_fraction", type=unit_interval, default=0.2,
+          help="held out of train (stratified) when data_dir has no val split (default 0.2)")
+    g.add("--clip_len", "--num_frames", type=positive_int, help="frames per clip (default: the model's)")
+    g.add("--size", type=positive_int, help="model input size in pixels (default: the model's)")
+    g.add("--decode_size", type=positive_int,
+          help="frames are resized to this square size in the loader workers (default: --size)")
+    for split in ("train", "val", "test"):
+        g.add(f"--{split}_sampling", choices=STRATEGIES, default="uniform",
+              help=f"frame sampling for {split} clips (default uniform)")
+    g.add("--frame_stride", type=positive_int, default=1, help="frame step of 'dense' clips")
+    g.add("--backend", choices=DECODERS, default="auto", help="video decoder (default auto)")
+    g.add("--num_workers", "--workers", "-j", type=non_negative_int, default=2)
+    g.add("--on_error", choices=("skip", "raise"), default="skip",
+          help="an undecodable file is skipped and listed (default) or stops the run")
+    g.add("--augment", choices=("full", "flip", "none"), default="full",
+          help="training augmentation: full (crop, flip, rotate, colour), flip, none")
+
+    g = p.add_argument_group("model")
+    g.add("--model", choices=list_models(), default="resnet50_lstm", metavar="NAME",
+          help=f"one of {', '.join(list_models())} (default resnet50_lstm)")
+    g.add("--pretrained", action="store_true", help="ImageNet / Kinetics trunk weights (needs network)")
+    g.add("--weights", help="local weights: a trunk file or a checkpoint of this model")
+    g.add("--model_arg", type=key_value, action="append", default=[], metavar="NAME=VALUE",
+          help="extra model option, repeatable (e.g. hidden_size=128, dropout=0.2)")
+    g.add("--freeze_backbone", action="store_true", help="train only the head (trunk frozen)")
+    g.add("--backbone_lr_mult", type=non_negative_float, default=1.0,
+          help="trunk learning rate = lr x this (layer-wise LR; default 1)")
+    g.add_flag("--sync_bn", False, "SyncBatchNorm across DDP processes")
+
+    g = p.add_argument_group("optimisation")
+    g.add("--epochs", type=positive_int, default=30)
+    g.add("--batch_size", "-b", type=positive_int, default=8, help="clips per step and process")
+    g.add("--eval_batch_size", type=positive_int, help="default: --batch_size")
+    g.add("--lr", "--learning_rate", type=positive_float, default=1e-4)
+    g.add("--opt", "--optimizer", choices=("adamw", "adam", "sgd"), default="adamw")
+    g.add("--weight_decay", "--wd", type=non_negative_float, default=1e-4)
+    g.add("--momentum", type=non_negative_float, default=0.9, help="SGD momentum")
+    g.add("--sched", "--scheduler", choices=LRSchedule.KINDS, default="cosine")
+    g.add("--warmup_epochs", type=non_negative_float, default=0.0, help="linear warmup (may be fractional)")
+    g.add("--min_lr_ratio", type=unit_interval, default=0.0, help="cosine floor, as a share of lr")
+    g.add("--plateau_factor", type=unit_interval, default=0.1)
+    g.add("--plateau_patience", type=non_negative_int, default=2)
+    g.add("--clip_grad_norm", "--grad_clip", type=non_negative_float, default=0.0, help="0 = off")
+    g.add("--accum_steps", "--grad_accum", type=positive_int, default=1, help="gradient accumulation")
+    g.add("--loss", choices=("ce", "focal"), default="ce")
+    g.add("--focal_gamma", type=non_negative_float, default=2.0)
+    g.add("--label_smoothing", type=unit_interval, default=0.0)
+    g.add("--class_weights", default="auto",
+          help="auto (balanced unless --balanced_sampler), balanced, none, or w1,w2,...")
+    g.add_flag("--balanced_sampler", False, "WeightedRandomSampler with weights count^-tau")
+    g.add("--sampler_tau", type=non_negative_float, default=1.0)
+
+    g = p.add_argument_group("model selection and stopping")
+    g.add("--loss_weight", type=unit_interval, default=0.3,
+          help="best checkpoint by loss_weight * best_loss/val_loss + (1 - loss_weight) * val AUROC "
+               "(0..1, default 0.3; higher weighs loss more)")
+    g.add("--patience", type=non_negative_int, default=10,
+          help="stop after this many epochs without a better score (0 = never)")
+    g.add("--min_delta", type=non_negative_float, default=0.0)
+
+    g = p.add_argument_group("speed")
+    g.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add("--amp", nargs="?", const="bf16", choices=("none", "bf16", "fp16"), default="none",
+          help="mixed precision on CUDA (--amp alone = bf16; fp16 uses a GradScaler)")
+    g.add_flag("--channels_last", True, "channels-last weights and clips (default on; --no_channels_last)")
+    g.add("--compile", nargs="?", const="default", choices=COMPILE_MODES, default=None,
+          help="torch.compile the model (--compile alone = default mode)")
+    g.add_flag("--deterministic", False, "torch.use_deterministic_algorithms")
+
+    g = p.add_argument_group("evaluation")
+    g.add_flag("--video_eval", True, "video-level test metrics (sliding windows; --no_video_eval)")
+    g.add("--video_stride", type=positive_int, help="frame step inside a window (default: per video, "
+                                                     "the widest that fits, like a uniform clip)")
+    g.add("--window_stride", type=positive_int, help="frames between window starts")
+    g.add("--max_windows", type=positive_int, default=16, help="windows per video at most")
+
+    g = p.add_argument_group("output")
+    g.add("--out_dir", "--output_dir", help="sets --log_dir and --model_dir (default runs/MODEL_TIME)")
+    g.add("--log_dir", help="metrics, logs and plots")
+    g.add("--model_dir", help="checkpoints (default: --log_dir)")
+    g.add("--resume", help="continue from a checkpoint (last.pt) exactly where it stopped")
+    g.add("--seed", type=int, default=0)
+    g.add("--print_freq", type=positive_int, default=5, help="progress-bar refresh, in steps")
+    g.add_flag("--progress", True, "tqdm bars (--no_progress)")
+    g.add_flag("--tensorboard", True, "TensorBoard events under log_dir/tensorboard")
+    g.add_flag("--wandb", False, "Weights & Biases logging")
+    g.add("--wandb_project", default="vidaccel")
+    g.add("--wandb_name")
+    g.add("--wandb_mode", choices=("offline", "online", "disabled"), default="offline",
+          help="offline (default) needs no network; sync later with `wandb sync`")
+    return p
+
+
+# --------------------------------------------------------------------------- setup
+@dataclasses.dataclass
+class Setup:
+    info: DistInfo
+    device: torch.device
+    splits: object
+    model: nn.Module
+    log_dir: Path
+    model_dir: Path
+    model_kwargs: dict
+    amp: str | None
+    resume: dict | None
+
+
+def say(info: DistInfo, *msg) -> None:
+    if info.is_main:
+        print(*msg, flush=True)
+
+
+def output_dirs(args) -> tuple[Path, Path]:
+    if args.log_dir or args.model_dir:
+        log_dir = Path(args.log_dir or args.model_dir)
+        model_dir = Path(args.model_dir or args.log_dir)
+    else:
+        out = Path(args.out_dir or f"runs/{args.model}_{datetime.now():%Y%m%d-%H%M%S}")
+        log_dir = model_dir = out
+    if args.out_dir and not args.log_dir:
+        log_dir = Path(args.out_dir)
+    if args.out_dir and not args.model_dir:
+        model_dir = Path(args.out_dir)
+    return log_dir, model_dir
+
+
+def build_model(args, num_classes: int) -> tuple[nn.Module, dict]:
+    from models import PretrainedUnavailable, create_model
+
+    kwargs = dict(args.model_arg)
+    try:
+        model = create_model(args.model, num_classes=num_classes, pretrained=args.pretrained,
+                             checkpoint_path=args.weights, **kwargs)
+    except PretrainedUnavailable as e:
+        raise UsageError(one_line(e)) from None
+    except (TypeError, ValueError, FileNotFoundError) as e:
+        raise UsageError(f"--model {args.model}: {one_line(e)}") from None
+    if args.freeze_backbone:
+        if not hasattr(model, "freeze_backbone"):
+            raise UsageError(f"--freeze_backbone: {args.model} has no separate trunk")
+        model.freeze_backbone()
+    return model, kwargs
+
+
+def setup(args) -> Setup:
+    """Everything that can fail because of a wrong input, before any training."""
+    if args.decode_size is not None and args.size is not None and args.decode_size < args.size // 4:
+        raise UsageError(f"--decode_size {args.decode_size} is far below --size {args.size}")
+    if args.class_weights not in ("auto", "balanced", "none"):
+        try:
+            [float(v) for v in args.class_weights.split(",")]
+        except ValueError:
+            raise UsageError(f"--class_weights must be auto, balanced, none or numbers, "
+                             f"got {args.class_weights!r}") from None
+    if args.backend == "dali":
+        raise UsageError("--backend dali: the DALI loader is not built yet; use auto, pyav, decord "
+                         "or torchcodec")
+    for name in ("data_dir", "test_dir"):
+        v = getattr(args, name)
+        if v is not None and not Path(v).exists():
+            raise UsageError(f"--{name} {v}: no such file or folder")
+    resume = None
+    if args.resume:
+        resume = load_checkpoint(args.resume)
+        if resume.get("model_name") != args.model:
+            raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
+                             f"not --model {args.model}")
+    import os
+
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device.type)
+    splits = load_splits(args.data_dir, args.test_dir, val_fraction=args.val_fraction, seed=args.seed)
+    if resume is not None and list(resume["classes"]) != splits.classes:
+        raise UsageError(f"--resume: checkpoint classes {resume['classes']} differ from the data's "
+                         f"{splits.classes}")
+    if info.world_size > len(splits.train):
+        raise UsageError(f"{len(splits.train)} training videos cannot feed {info.world_size} processes")
+    seed_everything(args.seed)  # the random initial weights depend on the seed only
+    model, kwargs = build_model(args, len(splits.classes))
+    args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
+    args.size = args.size or getattr(model, "default_size", 112)
+    args.decode_size = args.decode_size or args.size
+    amp = None if args.amp == "none" else args.amp
+    if amp and device.type != "cuda":
+        say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")
+        amp = None
+    log_dir, model_dir = output_dirs(args)
+    return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume)
+
+
+# --------------------------------------------------------------------------- main
+def eval_settings(args, sampling: str, model: nn.Module, video_level: bool) -> EvalSettings:
+    return EvalSettings(
+        clip_len=args.clip_len, size=args.size, sampling=sampling,
+        batch_size=args.eval_batch_size or args.batch_size, num_workers=args.num_workers,
+        backend=args.backend, frame_size=(args.decode_size, args.decode_size), seed=args.seed,
+        mean=tuple(getattr(model, "mean", (0.485, 0.456, 0.406))),
+        std=tuple(getattr(model, "std", (0.229, 0.224, 0.225))),
+        video_level=video_level, video_stride=args.video_stride, window_stride=args.window_stride,
+        max_windows=args.max_windows)
+
+
+def progress_bar(enabled: bool):
+    from tqdm import tqdm
+
+    def make(total, desc, leave=False):
+        return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True,
+                    file=sys.stderr, mininterval=0.5)
+    return make
+
+
+def main(args) -> dict:
+    try:
+        s = setup(args)
+    except (UsageError, ManifestError, CheckpointError) as e:
+        fail(PROG, one_line(e))
+    try:
+        return train(args, s)
+    finally:
+        destroy(s.info)
+
+
+def train(args, s: Setup) -> dict:
+    from accel.perf import optimize, to_channels_last
+
+    info, device, splits = s.info, s.device, s.splits
+    classes = splits.classes
+    if args.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    for note in splits.notes:
+        say(info, f"note: {note}")
+
+    # ---- data
+    counts = splits.train.class_counts()
+    weights_mode = args.class_weights
+    if weights_mode == "auto":
+        weights_mode = "none" if args.balanced_sampler else "balanced"
+    loss_weights = class_weights(counts, weights_mode)
+    sample_w = sampling_weights(splits.train.labels, len(classes), args.sampler_tau) \
+        if args.balanced_sampler else None
+    sampler = ShardedSampler(len(splits.train), rank=info.rank, world_size=info.world_size,
+                             seed=args.seed, shuffle=True, weights=sample_w)
+    per_rank = len(sampler)
+    train_loader = build_loader(
+        splits.train, batch_size=args.batch_size, clip_len=args.clip_len, strategy=args.train_sampling,
+        stride=args.frame_stride, frame_size=(args.decode_size, args.decode_size), backend=args.backend,
+        num_workers=args.num_workers, sampler=sampler,
+        # A last batch of one clip breaks BatchNorm in training mode: drop it then.
+        drop_last=per_rank % args.batch_size == 1 and per_rank > 1,
+        # Workers are forked per epoch so they see the epoch's seed (random strategies).
+        persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device)
+    if len(train_loader) == 0:
+        raise SystemExit(f"{PROG}: error: no training batches")
+    model = s.model
+    mean = tuple(getattr(model, "mean", (0.485, 0.456, 0.406)))
+    std = tuple(getattr(model, "std", (0.229, 0.224, 0.225)))
+    if args.augment == "full":
+        train_tf = ClipTransform(args.size, train=True, mean=mean, std=std)
+    elif args.augment == "flip":
+        train_tf = ClipTransform(args.size, train=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), rotate_deg=0.0,
+                                 brightness=0.0, contrast=0.0, saturation=0.0, mean=mean, std=std)
+    else:
+        train_tf = ClipTransform(args.size, train=False, mean=mean, std=std)
+    val_settings = eval_settings(args, args.val_sampling, model, video_level=False)
+    test_settings = eval_settings(args, args.test_sampling, model, video_level=args.video_eval)
+
+    # ---- model, optimiser, schedule
+    model.to(device)
+    if args.channels_last:
+        to_channels_last(model)
+    ddp = None
+    if info.distributed:
+        if args.sync_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ddp = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=False)
+    compile_mode = args.compile or False
+    net = optimize(ddp if ddp is not None else model, channels_last=args.channels_last, amp=s.amp,
+                   compile=compile_mode, device=device)
+    eval_net = optimize(model, channels_last=args.channels_last, amp=s.amp, compile=compile_mode,
+                        device=device)
+    optimizer = build_optimizer(model, name=args.opt, lr=args.lr, weight_decay=args.weight_decay,
+                                backbone_lr_mult=args.backbone_lr_mult, momentum=args.momentum)
+    steps = math.ceil(len(train_loader) / args.accum_steps)
+    schedule = LRSchedule(optimizer, kind=args.sched, total_steps=steps * args.epochs,
+                          warmup_steps=round(args.warmup_epochs * steps), min_lr_ratio=args.min_lr_ratio,
+                          plateau_factor=args.plateau_factor, plateau_patience=args.plateau_patience)
+    scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
+    criterion = build_criterion(args.loss, weight=loss_weights, label_smoothing=args.label_smoothing,
+                                gamma=args.focal_gamma).to(device)
+    selector = ModelSelector(args.loss_weight, args.patience, args.min_delta)
+    history: list[dict] = []
+    start_epoch = 0
+    if s.resume is not None:
+        ck = s.resume
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        schedule.load_state_dict(ck["schedule"])
+        if scaler is not None and ck.get("scaler"):
+            scaler.load_state_dict(ck["scaler"])
+        selector.load_state_dict(ck["selector"])
+        history = list(ck.get("history") or [])
+        start_epoch = ck["epoch"] + 1
+        set_rng_state(ck["rng"])
+        say(info, f"resumed from {args.resume}: epoch {start_epoch} of {args.epochs}")
+
+    # ---- outputs
+    main_proc = info.is_main
+    log_dir, model_dir = s.log_dir, s.model_dir
+    config = plain({**vars(args), "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
+                    "world_size": info.world_size, "device": str(device), "amp_effective": s.amp,
+                    "decoder": train_loader.backend, "decoder_reason": train_loader.reason})
+    wandb_opts = None
+    if args.wandb:
+        wandb_opts = {"project": args.wandb_project, "name": args.wandb_name, "mode": args.wandb_mode}
+    try:
+        logger = RunLogger(log_dir, enabled=main_proc, tensorboard=None if args.tensorboard else False,
+                           wandb=wandb_opts, config=config)
+    except ImportError as e:
+        fail(PROG, one_line(e))
+    if main_proc:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        write_json(config, log_dir / "config.json")
+        for note in logger.notes:
+            say(info, f"note: {note}")
+    n_params = sum(p.numel() for p in model.parameters())
+    say(info, f"{args.model}: {n_params / 1e6:.2f} M parameters, {len(classes)} classes {classes}; "
+              f"train {len(splits.train)} / val {len(splits.val)} / test "
+              f"{len(splits.test) if splits.test is not None else 0} videos; clips {args.clip_len}x"
+              f"{args.size}px; decoder {train_loader.backend}; device {device}"
+              + (f" x{info.world_size} ({info.backend})" if info.distributed else ""))
+    say(info, f"logs -> {log_dir}   checkpoints -> {model_dir}")
+
+    make_bar = progress_bar(args.progress and main_proc)
+    ckpt_meta = {"model_name": args.model, "model_kwargs": s.model_kwargs, "classes": classes,
+                 "args": config, "eval": dataclasses.asdict(test_settings)}
+    shards: dict = {}
+    stopped_early = False
+    for epoch in range(start_epoch, args.epochs):
+        seed_everything(args.seed * 1000 + epoch * 7919 + info.rank)
+        train_loader.set_epoch(epoch)
+        aug = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch * 101 + info.rank)
+        from accel import DevicePrefetcher
+
+        batches = DevicePrefetcher(train_loader, device, transform=lambda x: train_tf(x, generator=aug))
+        t0 = time.perf_counter()
+        bar = make_bar(len(train_loader), f"epoch {epoch + 1}/{args.epochs}")
+        stats = train_one_epoch(net, model, criterion, optimizer, schedule, batches, scaler=scaler,
+                                ddp=ddp, accum_steps=args.accum_steps, clip_grad_norm=args.clip_grad_norm,
+                                progress=bar, print_freq=args.print_freq)
+        bar.close()
+        seen = all_gather_objects(stats.pop("video_ids"), info)
+        shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
+                        "clips_per_rank": [len(x) for x in seen],
+                        "overlap": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0}
+        if epoch == start_epoch:
+            shards = shard_record
+        model.eval()
+        val_preds = evaluate_clips(eval_net, splits.val, val_settings, device, info=info)
+        val = classification_metrics(val_preds.labels, val_preds.logits, classes)
+        val_loss = val.get("loss") if val.get("loss") is not None else math.inf
+        score, is_best = selector.update(epoch, val_loss, val.get("auroc"))
+        schedule.epoch_end(val_loss)
+        # Train loss/accuracy: the mean over every rank's clips.
+        totals = all_gather_objects((stats["loss"] * stats["clips"], stats["accuracy"] * stats["clips"],
+                                     stats["clips"]), info)
+        n = sum(t[2] for t in totals)
+        record = {
+            "epoch": epoch, "lr": optimizer.param_groups[-1]["lr"],
+            "train_loss": sum(t[0] for t in totals) / n, "train_accuracy": sum(t[1] for t in totals) / n,
+            "train_clips": n, "train_clips_per_s": stats["clips_per_s"] * info.world_size,
+            "train_data_wait": stats["data_wait"], "train_time_s": stats["time_s"],
+            "val_loss": val.get("loss"), "val_accuracy": val.get("accuracy"),
+            "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
+            "val_auroc": val.get("auroc"), "score": score, "best": is_best,
+            "epoch_time_s": time.perf_counter() - t0, "val": val,
+        }
+        history.append(record)
+        if main_proc:
+            state = {**ckpt_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "schedule": schedule.state_dict(),
+                     "scaler": scaler.state_dict() if scaler is not None else None,
+                     "epoch": epoch, "selector": selector.state_dict(), "history": history,
+                     "rng": rng_state(), "metrics": {k: v for k, v in record.items() if k != "val"}}
+            # best.pt first: a run killed in between resumes from the older last.pt and
+            # redoes this epoch. last.pt is then a hard link, not a second full write.
+            if is_best:
+                save_checkpoint(state, model_dir / "best.pt")
+                link_or_copy(model_dir / "best.pt", model_dir / "last.pt")
+            else:
+                save_checkpoint(state, model_dir / "last.pt")
+            logger.log({k: v for k, v in record.items() if k != "val"}, step=epoch)
+            write_metrics(log_dir, config, classes, history, selector, shards, test=None, skipped=None)
+            plot_history(log_dir, history)
+        auroc = "n/a" if val.get("auroc") is None else f"{val['auroc']:.3f}"
+        say(info, f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f} "
+                  f"acc {record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
+                  f"{val.get('accuracy') or 0:.3f} auroc {auroc} | score {score:.4f}"
+                  f"{' (best)' if is_best else ''} | {record['train_clips_per_s']:.1f} clips/s, "
+                  f"data wait {stats['data_wait']:.0%}, {record['epoch_time_s']:.1f} s")
+        if selector.should_stop:
+            say(info, f"early stop: no better score for {selector.patience} epochs "
+                      f"(best epoch {selector.best_epoch + 1})")
+            stopped_early = True
+            break
+
+    # ---- skipped files of every rank, final test on rank 0
+    train_skipped = sorted({tuple(x) for part in all_gather_objects(list(train_loader.skipped), info)
+                            for x in part})
+    val_skipped = val_preds.skipped if start_epoch < args.epochs else []
+    skipped = {"train": [list(x) for x in train_skipped], "val": [list(x) for x in val_skipped]}
+    result: dict = {"history": history, "best_epoch": selector.best_epoch, "stopped_early": stopped_early}
+    barrier(info)
+    if main_proc:
+        test_public = None
+        if splits.test is not None and len(splits.test):
+            best = model_dir / ("best.pt" if (model_dir / "best.pt").exists() else "last.pt")
+            ck = load_checkpoint(best)
+            test_model = model_from_checkpoint(ck)
+            test_net = optimize(test_model, channels_last=args.channels_last, amp=s.amp, compile=False,
+                                device=device)
+            report = evaluate_split(test_net, splits.test, test_settings, device,
+                                    progress_factory=lambda n, d: make_bar(n, f"test {d}"))
+            test_public = {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
+            skipped["test"] = report["skipped"]
+            write_report_files(report, splits.test, log_dir, prefix="test")
+            say(info, summary_line("test clip-level", report["clip"]))
+            if "video" in report:
+                say(info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
+                                       "windows/video)", report["video"]))
+            logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
+                           | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
+            result["test"] = test_public
+        n_skipped = len({tuple(x) for v in skipped.values() for x in v})
+        if n_skipped:
+            say(info, f"skipped {n_skipped} undecodable files (listed in metrics.json)")
+        write_metrics(log_dir, config, classes, history, selector, shards, test=test_public, skipped=skipped)
+        plot_history(log_dir, history)
+        logger.close()
+        say(info, f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png   "
+                  f"best checkpoint: {model_dir / 'best.pt'}")
+    barrier(info)
+    return result
+
+
+def write_metrics(log_dir: Path, config: dict, classes, history, selector: ModelSelector, shards,
+                  *, test, skipped) -> None:
+    best = selector.best_epoch
+    doc = {
+        "model": config["model"], "classes": classes, "config": config,
+        "epochs": history, "best_epoch": best, "best_score": selector.best_score if best >= 0 else None,
+        "best_val": next((h["val"] for h in history if h["epoch"] == best), None),
+        "ddp": shards, "test": test,
+    }
+    if skipped is not None:
+        doc["skipped"] = skipped
+        doc["num_skipped"] = len({tuple(x) for v in skipped.values() for x in v})
+    write_json(doc, log_dir / "metrics.json")
+
+
+def plot_history(log_dir: Path, history: list[dict]) -> None:
+    from accel.plots import plot_curves
+
+    if not history:
+        return
+    plot_curves(history, ["train_loss", "val_loss"], log_dir / "loss_curves.png", title="loss", ylabel="loss")
+    plot_curves(history, ["train_accuracy", "val_accuracy", "val_auroc"], log_dir / "accuracy_curves.png",
+                title="accuracy", ylabel="accuracy / AUROC")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())
+    sys.exit(0)

@@ -164,8 +164,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *,
     Why the dynamo exporter: on torch 2.13 it exports every model of the zoo, LSTM ones
     included, with a batch axis that stays symbolic through the LSTM (checked by running a
     second batch size); the TorchScript exporter also works on these models but is
-    deprecated in torch and warns on every LSTM. Runs on the CPU copy of the model: ONNX
-    export is device-independent and ORT picks its own device.
+    deprecated in torch and warns on every LSTM. The runner uses ONNX Runtime on the
+    example's device. Large models keep their weights in ``<path>.data`` beside the
+    ``.onnx`` file: move both together.
     """
     _check_example(example, dynamic_batch)
     path = Path(path)
@@ -190,8 +191,8 @@ def export_aoti(model: nn.Module, example: torch.Tensor, path: str | Path, *,
     """``torch.export`` + ``torch._inductor.aoti_compile_and_package`` into a ``.pt2``.
 
     The package holds kernels compiled for the example's device (C++ for CPU, Triton/CUDA
-    for GPU); load it on the same kind of device. On 2 CPU cores compiling takes minutes
-    for the larger models.
+    for GPU); load it on the same kind of device. Compiling takes 10-20 s per zoo model
+    on 2 CPU cores.
     """
     _check_example(example, dynamic_batch)
     path = Path(path)

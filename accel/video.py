@@ -193,28 +193,40 @@ class PyAVReader(VideoReader):
     def _keyframe_before(self, index: int) -> int:
         return self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
 
-    def _decode_from(self, keyframe: int):
-        """Frames from ``keyframe`` on, as (index, av.VideoFrame) in presentation order."""
+    def _decode_from(self, keyframe: int, wanted_pts: frozenset = frozenset()):
+        """Frames from ``keyframe`` on, as (index, av.VideoFrame) in presentation order.
+
+        With ``wanted_pts``, packets of other frames are decoded with ``skip_frame=NONREF``:
+        the decoder drops them if no other frame references them (most B-frames), which
+        is free to skip on the way to a wanted frame. Single-threaded decoding only, where
+        the option applies to exactly the packet it is set for.
+        """
         self._container.seek(int(self._pts[keyframe]), stream=self._stream, backward=True,
                              any_frame=False)
-        for frame in self._container.decode(self._stream):
-            index = self._index_of_pts.get(frame.pts)
-            if index is None:
-                raise VideoDecodeError(self.path, f"decoded a frame with unindexed pts {frame.pts}")
-            yield index, frame
+        ctx = self._stream.codec_context
+        skip = bool(wanted_pts) and self.threads == 1
+        for packet in self._container.demux(self._stream):
+            if skip:
+                ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+            for frame in ctx.decode(packet):
+                index = self._index_of_pts.get(frame.pts)
+                if index is None:
+                    raise VideoDecodeError(self.path, f"decoded a frame with unindexed pts {frame.pts}")
+                yield index, frame
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
         out = None
+        wanted_pts = frozenset(self._pts[indices].tolist())
         frames = None  # the current forward decode, restarted at a keyframe when that is cheaper
         position = -1  # index of the last frame taken from ``frames``
         for slot, want in enumerate(indices.tolist()):
             keyframe = self._keyframe_before(want)
             if frames is None or keyframe > position:
-                frames = self._decode_from(keyframe)
+                frames = self._decode_from(keyframe, wanted_pts)
             index, frame = _first_at_or_after(frames, want)
             if index is not None and index > want:
                 # The container's seek landed past the frame: decode from the start instead.
-                frames = self._decode_from(0)
+                frames = self._decode_from(0, wanted_pts)
                 index, frame = _first_at_or_after(frames, want)
             if index != want:
                 raise VideoDecodeError(self.path, f"stream ended before frame {want} of "

@@ -96,8 +96,8 @@ def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
     decoded = []
     original = reader._decode_from
 
-    def counting(keyframe):
-        for index, frame in original(keyframe):
+    def counting(keyframe, *rest):
+        for index, frame in original(keyframe, *rest):
             decoded.append(index)
             yield index, frame
 
@@ -107,6 +107,25 @@ def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
     decoded.clear()
     reader.get_frames([31, 33, 200])  # two runs: keyframe 30, then keyframe 180
     assert len(decoded) < 40, decoded
+
+
+def test_pyav_skips_unwanted_non_reference_frames(index_videos, monkeypatch):
+    """B-frames nobody asked for are dropped by the decoder on the way to a wanted frame."""
+    path = index_videos[("h264", 250, 3)]
+    reader = open_video(path, "pyav")
+    frames = reader.get_frames([0, 120, 240])
+    assert [read_frame_index(f) for f in frames.numpy()] == [0, 120, 240]
+    emitted = []
+    original = reader._decode_from
+
+    def counting(keyframe, *rest):
+        for index, frame in original(keyframe, *rest):
+            emitted.append(index)
+            yield index, frame
+
+    monkeypatch.setattr(reader, "_decode_from", counting)
+    reader.get_frames([240])
+    assert 240 in emitted and len(emitted) < 0.6 * 241  # most of 0..239 never came out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

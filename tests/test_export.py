@@ -117,8 +117,10 @@ def test_aoti_path_must_end_in_pt2(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, t, size", [("tsm_resnet18", 4, 32), ("cnn_lstm", 4, 32),
-                                           ("r3d_18", 4, 32)])
+@pytest.mark.parametrize("name, t, size", [
+    # tsm at 8x64: Inductor (torch 2.13, CPU) has produced NaN logits for the TSM shift
+    # (empty_like + slice writes) at this size in most runs; the parity check catches it.
+    ("tsm_resnet18", 8, 64), ("cnn_lstm", 4, 32), ("r3d_18", 4, 32)])
 def test_aoti_zoo_models_match_eager(tmp_path, name, t, size):
     assert_parity(export_aoti(zoo(name), clips(2, t, size), tmp_path / f"{name}.pt2"))
 

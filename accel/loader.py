@@ -80,22 +80,46 @@ class ClipLoader:
             yield _pin(batch) if self.pin else batch
 
 
-def choose_backend(backend: str, device: torch.device | str | None = None) -> tuple[str, str]:
-    """Resolve ``auto`` to a decoder; return (backend, why)."""
+def choose_backend(backend: str, device: torch.device | str | None = None, *,
+                   dali: bool = False, dali_device: str | None = None) -> tuple[str, str]:
+    """Resolve ``auto`` to a decoder; return (backend, why).
+
+    ``dali=True`` (what :func:`build_loader` passes) lets ``auto`` pick DALI when CUDA and
+    DALI are there (and ``device`` is CUDA or unset), and lets ``dali`` through, stopping
+    with a one-line :class:`~accel.dali.DaliUnavailable` where it cannot run
+    (``dali_device="cpu"``: DALI's CPU decoder, VP8/VP9/MJPEG only). Callers that read
+    clips their own way on the CPU (``dali=False``, e.g. the video-level window loader) get
+    the best CPU decoder instead of DALI, and the reason says so.
+    """
     if backend not in LOADER_BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(LOADER_BACKENDS)}; got {backend!r}")
-    if backend == "dali":
-        raise NotImplementedError("the DALI loader is not built yet; use a CPU backend "
-                                  f"({', '.join(AUTO_ORDER)}) or auto")
-    if backend != "auto":
+    from .dali import DaliUnavailable, dali_unavailable_message, dali_unavailable_reason
+
+    if backend == "dali" and dali:
+        message = dali_unavailable_message(dali_device or "gpu", device)
+        if message:
+            raise DaliUnavailable(message)
+        return "dali", ("asked for: DALI decoding on the GPU (NVDEC)" if (dali_device or "gpu") == "gpu"
+                        else "asked for: DALI's CPU decoder (VP8/VP9/MJPEG; other codecs fall back "
+                             "to a CPU backend)")
+    if backend not in ("auto", "dali"):
         return backend, "asked for"
+    why_not = dali_unavailable_reason("gpu", device) if backend == "auto" and dali else None
+    if backend == "auto" and dali and why_not is None:
+        return "dali", "auto: CUDA and DALI are available: DALI decodes on the GPU (NVDEC)"
     found = available_backends()
     if not found:
         raise RuntimeError("no video decoder available: pip install av")
     missing = [b for b in AUTO_ORDER if b not in found]
-    why = f"auto: first available CPU decoder in {'>'.join(AUTO_ORDER)}"
+    why = f"first available CPU decoder in {'>'.join(AUTO_ORDER)}"
     if missing:
         why += f" ({', '.join(missing)} not installed)"
+    if backend == "dali":
+        why = f"dali asked for, but this reader decodes on the CPU: {why}"
+    elif why_not:
+        why = f"auto: {why_not}, so no DALI; {why}"
+    else:
+        why = f"auto: {why}"
     return found[0], why
 
 
@@ -107,17 +131,35 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                  persistent_workers: bool = True, prefetch_factor: int | None = 2,
                  on_error: str = "skip", decode_timeout_s: float | None = 30.0,
                  seed: int = 0, device: torch.device | str | None = None,
-                 dataset_type: type[VideoClipDataset] = VideoClipDataset) -> ClipLoader:
+                 dataset_type: type[VideoClipDataset] = VideoClipDataset,
+                 dali_device: str | None = None) -> ClipLoader:
     """A loader of uint8 channels-last clip batches from ``manifest``.
 
     ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
     ``dataset_type`` swaps in a subclass (the benchmarks' decode-everything baseline).
+
+    ``backend="dali"`` (or ``auto`` on a machine with CUDA and DALI) returns an
+    :class:`accel.dali.DaliClipLoader`: the same batches, decoded by DALI, with the clip
+    already on the GPU; ``num_workers`` sets its CPU threads and ``prefetch_factor`` its queue
+    depth. ``dali_device="cpu"`` asks for DALI's CPU decoder (VP8/VP9/MJPEG; tests, no GPU).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    chosen, why = choose_backend(backend, device)
+    chosen, why = choose_backend(backend, device, dali=dataset_type is VideoClipDataset,
+                                 dali_device=dali_device)
+    if chosen == "dali":
+        from .dali import DaliClipLoader
+
+        dev = torch.device(device) if device is not None else None
+        return DaliClipLoader(manifest, batch_size=batch_size, clip_len=clip_len, strategy=strategy,
+                              stride=stride, short=short, frame_size=frame_size,
+                              device=dali_device or "gpu",
+                              device_id=dev.index if dev is not None and dev.type == "cuda" else None,
+                              sampler=sampler, shuffle=shuffle, drop_last=drop_last, on_error=on_error,
+                              decode_timeout_s=decode_timeout_s, seed=seed, num_threads=max(1, num_workers),
+                              prefetch_queue_depth=prefetch_factor or 2, reason=why)
     dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
                                short=short, backend=chosen, frame_size=frame_size,
                                on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)

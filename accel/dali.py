@@ -14,8 +14,9 @@ frames), reads the encoded bytes (``np.fromfile``) and, with in-pipeline augment
 the clip's augmentation parameters from the same generator. DALI then runs
 ``fn.decoders.video(encoded, frames=indices, pad_mode="none")`` (``device="mixed"``: NVDEC;
 ``"cpu"``: libavcodec, VP8/VP9/MJPEG only in DALI 2.4) and the optional resize / crop / flip /
-colour / normalise operators. The decoder's (T, H, W, C) samples stack to (B, T, H, W, C),
-copied once into a torch tensor, whose (B, C, T, H, W) permutation is channels_last_3d.
+colour / normalise operators. The decoder's (T, H, W, C) samples stack to (B, T, H, W, C);
+torch takes that memory over DLPack (no copy) and its (B, C, T, H, W) permutation is
+channels_last_3d.
 
 Why these choices
 -----------------
@@ -37,8 +38,8 @@ Why these choices
 * Batch-mode source, our own thin iterator rather than ``DALIGenericIterator``: the source
   can drop a sample it cannot use and return a shorter batch; the last partial batch is
   simply shorter (no padding, no dropping); labels, ids and indices stay with their clips
-  through the error recovery below. The outputs are copied with the PyTorch plugin's
-  ``feed_ndarray`` (the same copy ``DALIGenericIterator`` makes).
+  through the error recovery below. Outputs reach torch as ``DALIGenericIterator`` hands
+  them over with DALI 2.4's default executor: ``torch.from_dlpack``, no copy.
 * Augmentation parameters are drawn in Python per clip (the same seeding as the indices) and
   fed as per-sample argument inputs, so a clip's crop / flip / colour do not depend on the
   batch it lands in or the shard. DALI's operators apply per-sample arguments to every frame
@@ -567,15 +568,26 @@ class DaliClipLoader:
             self._post_pipe = pipe
         return self._post_pipe
 
-    def _to_torch(self, tensor_list) -> torch.Tensor:
-        """One copy of a dense DALI batch into a torch tensor on the pipeline's device."""
-        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+    def _to_torch(self, tensor_list, pipe) -> torch.Tensor:
+        """A dense DALI batch as a torch tensor on the pipeline's device, without a copy.
 
+        DALI 2.4's default executor (``exec_dynamic``) never recycles an output buffer that
+        is still referenced, so the tensor shares DALI's memory through DLPack, as DALI's own
+        ``DALIGenericIterator`` does with that executor; the legacy executor gets the
+        iterator's copy (``feed_ndarray``) instead.
+        """
         if not tensor_list.is_dense_tensor():
             shapes = sorted({tuple(s) for s in tensor_list.shape()})
             raise ValueError(f"clips of different shapes {shapes[:3]} in one batch: pass frame_size "
                              f"(or augment) so that DALI resizes them to one size")
         t = tensor_list.as_tensor()
+        if pipe.exec_dynamic:
+            if self.device == "gpu":
+                with torch.cuda.device(self.torch_device):
+                    return torch.from_dlpack(t)
+            return torch.from_dlpack(t)
+        from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
+
         out = torch.empty(t.shape(), dtype=to_torch_type[t.dtype], device=self.torch_device)
         stream = torch.cuda.current_stream(self.torch_device) if self.device == "gpu" else None
         feed_ndarray(t, out, cuda_stream=stream)
@@ -623,7 +635,7 @@ class DaliClipLoader:
         for name in (self.augment.param_names() if self.augment is not None else []):
             inputs[name] = [s.params[name] for s, _ in done]
         (video,) = pipe.run(**inputs)
-        clips = self._to_torch(video)
+        clips = self._to_torch(video, pipe)
         return [(s, clips[i]) for i, (s, _) in enumerate(done)]
 
     def _finish(self, group: _Group) -> dict | None:
@@ -725,7 +737,7 @@ class DaliClipLoader:
             if ids != [s.index for s in samples]:
                 raise RuntimeError(f"DALI outputs out of step: video ids {ids} for batch "
                                    f"{[s.index for s in samples]}")
-            self._groups[gid].parts.append((samples, self._to_torch(video)))
+            self._groups[gid].parts.append((samples, self._to_torch(video, pipe)))
             self._groups[gid].pending -= 1
             pipe.schedule_run()
         self._pipe_clean = self._source_done and not self._inflight

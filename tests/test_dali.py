@@ -543,3 +543,62 @@ def test_gpu_check_script_fails_cleanly_without_cuda(tmp_path):
     assert r.returncode == 2, r.stderr
     assert "CUDA" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["budget", "full"])
+def test_gpu_check_dry_run_commands_parse(tmp_path, full):
+    """The script's CPU side: every benchmark command it would run parses, its models and
+    variants exist, the 720p data folder is the one the data step makes, helpers exist."""
+    import importlib
+    import inspect
+    import shlex
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks.loaders import make_benchmark_data
+    from benchmarks.models import parse_variant
+    from models import list_models
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+    out = tmp_path / "out"
+    r = subprocess.run(["bash", str(script), "--dry-run", "--out", str(out), "--budget", "570"]
+                       + (["--full"] if full else []), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    steps = dict(line[len("step "):].split(": ", 1) for line in r.stdout.splitlines() if line.startswith("step "))
+    names = [k.split(" ")[0] for k in steps]
+    assert names[:7] == ["data", "pytest_gpu", "dali_frames", "loaders", "train_stall", "benchmarks_train", "stream"]
+    assert any(n.startswith("models") for n in names)
+    text = script.read_text()
+    data_dir = None
+    for cmd in steps.values():
+        if cmd.startswith("fn:"):
+            assert f"{cmd[3:]}() {{" in text
+            continue
+        argv = shlex.split(cmd)
+        if argv[1:3] == ["-m", "pytest"]:
+            assert argv[3:5] == ["-m", "gpu"]
+        elif argv[1:3] == ["-m", "benchmarks"]:
+            module = importlib.import_module(f"benchmarks.{argv[3]}")
+            args = module.build_parser(f"python -m benchmarks {argv[3]}").parse_args(argv[4:])
+            assert str(args.json).startswith(str(out))
+            if argv[3] in ("models", "stream"):
+                models = list_models() if args.models in (["all"], "all") else \
+                    (args.models if isinstance(args.models, list) else args.models.split(","))
+                assert set(models) <= set(list_models())
+                variants = args.variants if isinstance(args.variants, list) else args.variants.split(",")
+                if variants != ["all"]:
+                    for v in variants:
+                        parse_variant(v)
+            if argv[3] == "loaders":
+                assert args.backends.split(",") == ["naive", "pyav", "decord", "torchcodec", "dali"]
+                data_dir = Path(args.data)
+        else:  # the data step: a python -c calling make_benchmark_data
+            assert argv[1] == "-c" and "make_benchmark_data" in argv[2]
+            call = argv[2].split("make_benchmark_data(", 1)[1].rsplit("))", 1)[0]
+            kwargs = dict(kv.split("=") for kv in call.split(", ")[2:])
+            made = make_benchmark_data(tmp_path / "cache", 25, videos=0, seconds=float(kwargs["seconds"]),
+                                       width=int(kwargs["width"]), height=int(kwargs["height"]))
+            inspect.signature(make_benchmark_data).bind(Path(), 25, **{k: 0 for k in kwargs})
+            data_dir_made = made.name
+    assert data_dir is not None and data_dir.name == data_dir_made

@@ -9,6 +9,7 @@ per-frame ResNet-18 with temporal mixing.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -24,9 +25,9 @@ def temporal_shift(x: torch.Tensor, num_frames: int, shift_div: int = 8) -> torc
 
     With ``fold = C // shift_div``: channels ``[0, fold)`` of frame t come from frame t+1,
     channels ``[fold, 2*fold)`` from frame t-1, the rest are unchanged; frames out of range
-    read zeros. ``shift_div=0`` disables the shift. Views and slice copies only, no loop
+    read zeros. ``shift_div=0`` disables the shift. Views, pads and one concat, no loop
     over frames and no data-dependent control flow, so it compiles and exports. The result
-    keeps the input's memory format (channels-last stays channels-last).
+    is channels-last.
     """
     if shift_div == 0:
         return x
@@ -34,14 +35,15 @@ def temporal_shift(x: torch.Tensor, num_frames: int, shift_div: int = 8) -> torc
     if nt % num_frames:
         raise ValueError(f"batch of {nt} frames is not a multiple of num_frames={num_frames}")
     fold = c // shift_div
-    x5 = x.view(nt // num_frames, num_frames, c, h, w)
-    out = torch.empty_like(x5)  # same strides as x5: same memory format
-    out[:, :-1, :fold] = x5[:, 1:, :fold]  # from the next frame
-    out[:, -1:, :fold].zero_()
-    out[:, 1:, fold : 2 * fold] = x5[:, :-1, fold : 2 * fold]  # from the previous frame
-    out[:, :1, fold : 2 * fold].zero_()
-    out[:, :, 2 * fold :] = x5[:, :, 2 * fold :]
-    return out.view(nt, c, h, w)
+    # Built functionally (pad + cat), not by slice-assigning into empty_like: Inductor
+    # mis-compiles the partial writes (NaN logits from compiled/AOTI TSM on CPU).
+    # Working on the (N, T, H, W, C) view keeps channels-last input copy-free and makes
+    # the output channels-last whatever the input.
+    xp = x.view(nt // num_frames, num_frames, c, h, w).permute(0, 1, 3, 4, 2)
+    from_next = F.pad(xp[:, 1:, :, :, :fold], (0, 0, 0, 0, 0, 0, 0, 1))  # zero frame at the end
+    from_prev = F.pad(xp[:, :-1, :, :, fold : 2 * fold], (0, 0, 0, 0, 0, 0, 1, 0))  # zero at start
+    out = torch.cat([from_next, from_prev, xp[:, :, :, :, 2 * fold :]], dim=-1)
+    return out.permute(0, 1, 4, 2, 3).reshape(nt, c, h, w)
 
 
 def _shifted_block(block: nn.Module, x: torch.Tensor, num_frames: int, shift_div: int) -> torch.Tensor:

@@ -26,7 +26,12 @@ Why these choices
   it supports constant-frame-rate files only. The decoder with ``frames`` returns exactly the
   listed frames (unsorted, repeated) by presentation order; checked with index-coded VP9
   files, variable-frame-rate ones included (tests/test_dali.py). Deprecated alias:
-  ``fn.experimental.decoders.video``.
+  ``fn.experimental.decoders.video``. Speed does not argue for the reader either: on DALI's
+  CPU decoder (VP9 640x360, 250 frames, 16-frame clips, 2 threads, a shared 2-core machine)
+  the decoder with uniform ``frames`` gave 4.6-9.3 clips/s at keyframe interval 25 and
+  5.5-5.8 at 250, ``fn.experimental.readers.video`` (16 frames at stride 15) 6.5-10.1 and
+  6.1-6.3, PyAV in one process 3.8-6.6. On NVDEC this is not measured yet
+  (``scripts/gpu_check.sh``).
 * ``pad_mode="none"``: with the default (``"constant"``) an index past the end silently comes
   back as a black frame; "none" makes it an error, so a wrong frame count cannot go unseen.
 * The frame count comes from a PyAV demux scan (:func:`probe_video`: packets, no decode;
@@ -54,7 +59,7 @@ Error policy
   but VP8/VP9/MJPEG; GPU: e.g. ProRes) and frame folders go to the CPU decoder ``fallback``
   (default: the best CPU backend), and through the same DALI augmentation afterwards.
 * A batch DALI fails on (or that gives no output within ``pipeline_timeout_s``: a stalled
-  pipeline) is replayed sample by sample on a fresh pipeline; the sample that fails alone goes
+  pipeline, waited for on a daemon thread; DALI releases the GIL while it waits) is replayed sample by sample on a fresh pipeline; the sample that fails alone goes
   to the CPU fallback (or is skipped / raised with DALI's reason). More than
   ``max_failures`` failures in a row stop the run with the last error.
 * Every skipped file is in ``loader.skipped`` and in its batch's ``"skipped"``; files decoded
@@ -265,7 +270,6 @@ class _Sample:
     indices: list[int] | None = None
     data: np.ndarray | None = None        # encoded bytes for DALI
     params: dict | None = None            # augmentation parameters
-    generator_state: torch.Tensor | None = None  # for a CPU route without a probe
 
 
 @dataclass
@@ -389,7 +393,6 @@ class DaliClipLoader:
         self.fallbacks: list[tuple[str, str]] = []
         self._probes: dict[str, VideoProbe | VideoDecodeError] = {}
         self._pipe = None
-        self._pipe_clean = False       # the last epoch ran the pipeline to its end
         self._post_pipe = None         # augmentation-only pipeline for CPU-fallback clips
         self._abandoned: list = []     # stalled pipelines, kept alive for their threads
         self._queue: deque[_Unit] = deque()
@@ -661,17 +664,17 @@ class DaliClipLoader:
                 "skipped": list(group.skipped)}
 
     # -- iteration -------------------------------------------------------------------
-    def _start_pipeline(self):
-        if self._pipe is not None and self._pipe_clean:
-            self._pipe.reset()  # a finished epoch: the same pipeline starts over
-        elif self._pipe is not None:
-            self._pipe = None  # interrupted mid-epoch: batches still in flight; start afresh
-        if self._pipe is None:
-            self._pipe = self._new_pipeline()
-        self._pipe_clean = False
-        self._source_done = False
-        self._pipe.schedule_run()  # pulls the first prefetch_queue_depth batches from _source
-        return self._pipe
+    def close(self) -> None:
+        """Release the pipelines (and their threads); the next epoch builds new ones.
+
+        Called at the end of every epoch, also one left early: a process that forks while
+        DALI pipelines are alive can crash its children (measured here: with this loader's
+        pipeline and an ``fn.experimental.readers.video`` pipeline alive, PyTorch DataLoader
+        workers forked afterwards died with SIGSEGV in 3 of 3 runs; in 0 of 2 once both were
+        released). Building a pipeline again costs 1-7 ms on CPU.
+        """
+        self._pipe = None
+        self._post_pipe = None
 
     def _recover(self, error: BaseException, failures: int) -> None:
         """The oldest batch in flight failed: replay it sample by sample on a new pipeline."""
@@ -700,20 +703,27 @@ class DaliClipLoader:
         self._queue = deque(_Unit(g, positions=b) for g, b in enumerate(plan))
         self._inflight.clear()
         self._groups = {}
+        try:
+            yield from self._run(len(plan))
+        finally:  # also when the consumer stops early: nothing of this epoch stays in flight
+            self.close()
+
+    def _run(self, num_groups: int) -> Iterator[dict]:
         next_gid, failures = 0, 0
-        pipe = self._start_pipeline()
+        pipe = self._pipe = self._new_pipeline()
+        self._source_done = False
+        pipe.schedule_run()  # pulls the first prefetch_queue_depth batches from _source
         while True:
             group = self._groups.get(next_gid)
-            if group is not None and group.pending == 0 and not (
-                    self._inflight and self._inflight[0][0] == next_gid):
+            if group is not None and group.pending == 0:
                 del self._groups[next_gid]
                 next_gid += 1
                 batch = self._finish(group)
                 if batch is not None:
                     yield batch
                 continue
-            if next_gid >= len(plan):
-                break
+            if next_gid >= num_groups:
+                return
             if not self._inflight:
                 if self._source_done and not self._queue:
                     raise RuntimeError(f"DALI loader lost track of batch {next_gid}")  # a bug
@@ -740,7 +750,6 @@ class DaliClipLoader:
             self._groups[gid].parts.append((samples, self._to_torch(video, pipe)))
             self._groups[gid].pending -= 1
             pipe.schedule_run()
-        self._pipe_clean = self._source_done and not self._inflight
 
 
 def decode_frames(requests: Sequence[tuple[str, Sequence[int]]], *, device: str = "gpu",

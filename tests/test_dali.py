@@ -266,10 +266,12 @@ def test_build_loader_dali_cpu_same_batches_as_cpu_loader(vp9_videos):
 def test_epochs_reuse_and_interruption(vp9_videos):
     loader = dali_loader(manifest_of(vp9_videos[:6]), strategy="random", batch_size=2)
     first = [b["indices"] for b in check_batches_exact(loader)]
-    again = [b["indices"] for b in check_batches_exact(loader)]  # the reset pipeline
+    assert loader._pipe is None  # released after each epoch: no DALI threads across forks
+    again = [b["indices"] for b in check_batches_exact(loader)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     for _ in loader:
         break  # leaves batches in flight: the next epoch must not see them
+    assert loader._pipe is None
     loader.set_epoch(1)
     third = check_batches_exact(loader)
     assert [b["video_id"].tolist() for b in third] == [[0, 1], [2, 3], [4, 5]]

@@ -83,8 +83,15 @@ fi
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null \
   || die "no CUDA device here (torch.cuda.is_available() is False): the GPU checks need one GPU; nothing was run"
 "$PY" -c "import nvidia.dali" 2>/dev/null \
-  || die "NVIDIA DALI does not import: pip install 'vidaccel[dali]' (nvidia-dali-cuda120 for CUDA 12); nothing was run"
+  || die "NVIDIA DALI does not import: pip install 'vidaccel[dali]' (nvidia-dali-cuda130==2.4.0 beside a CUDA 13 torch, nvidia-dali-cuda120==2.4.0 beside a CUDA 12 one); nothing was run"
 command -v timeout >/dev/null || die "needs coreutils' timeout"
+"$PY" - <<'PY' || true
+import torch, nvidia.dali as d
+t, dv = int((torch.version.cuda or "0").split(".")[0]), d.__cuda_version__ // 1000
+if t != dv:
+    print(f"gpu_check.sh: warning: torch is built for CUDA {t}, DALI for CUDA {dv}; if DALI fails, "
+          f"install the DALI wheel for CUDA {t}: pip install nvidia-dali-cuda{t}0==2.4.0")
+PY
 
 mkdir -p "$OUT/logs" || die "cannot create $OUT"
 START=$(date +%s)
@@ -99,6 +106,7 @@ out = Path(sys.argv[1])
 env = environment()
 import nvidia.dali
 env["dali"] = nvidia.dali.__version__
+env["dali_cuda"] = nvidia.dali.__cuda_version__
 try:
     env["nvidia_smi"] = subprocess.run(["nvidia-smi", "-q"], capture_output=True, text=True, timeout=30).stdout
 except Exception as e:

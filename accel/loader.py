@@ -161,8 +161,8 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                               decode_timeout_s=decode_timeout_s, seed=seed, num_threads=max(1, num_workers),
                               prefetch_queue_depth=prefetch_factor or 2, reason=why)
     dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
-                               short=short, backend=chosen, frame_size=frame_size,
-                               on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)
+                           short=short, backend=chosen, frame_size=frame_size,
+                           on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0

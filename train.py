@@ -214,6 +214,12 @@ def setup(args) -> Setup:
         v = getattr(args, name)
         if v is not None and not Path(v).exists():
             raise UsageError(f"--{name} {v}: no such file or folder")
+    if args.wandb:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise UsageError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
+                             "(or drop --wandb)")
     resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
@@ -282,6 +288,8 @@ def train(args, s: Setup) -> dict:
     classes = splits.classes
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     for note in splits.notes:
         say(info, f"note: {note}")
 

@@ -261,3 +261,18 @@ def test_plots_write_png(tmp_path):
              plot_per_class_accuracy([0.5, None], ["x", "y"], tmp_path / "pc.png")]
     for f in files:
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_optimizer_groups_freeze_and_layerwise_lr():
+    from accel.engine import build_optimizer
+    from models import create_model
+
+    m = create_model("tsn_resnet18", num_classes=3)
+    opt = build_optimizer(m, name="adamw", lr=1e-3, weight_decay=0.01, backbone_lr_mult=0.1)
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"backbone": pytest.approx(1e-4), "head": pytest.approx(1e-3)}
+    m.freeze_backbone()
+    opt = build_optimizer(m, name="sgd", lr=1e-3, weight_decay=0.0)
+    assert [g["name"] for g in opt.param_groups] == ["head"]
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == \
+        sum(p.numel() for p in m.head.parameters())

@@ -214,11 +214,13 @@ def test_csv_manifest_without_val_split(tmp_path, temporal_dataset):
     csv_path.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
     r = run_script("train.py", "--data_dir", csv_path, "--out_dir", out, "--epochs", "1", *FAST,
-                   "--no_video_eval", "--no_tensorboard")
+                   "--no_video_eval", "--no_tensorboard", "--loss", "focal", "--sched", "plateau",
+                   "--opt", "sgd", "--class_weights", "1,2,1,1")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "held out 4" in r.stdout
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"][0]["val"]["n"] == 4 and "video" not in m["test"]
+    assert (m["config"]["loss"], m["config"]["sched"], m["config"]["opt"]) == ("focal", "plateau", "sgd")
     assert not (out / "tensorboard").exists()
 
 
@@ -264,3 +266,47 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, temporal_dataset):
     assert [{k: v for k, v in e.items() if k not in strip} for e in ma["epochs"]] == \
            [{k: v for k, v in e.items() if k not in strip} for e in mb["epochs"]]
     assert ma["test"]["clip"] == mb["test"]["clip"]
+
+
+# --------------------------------------------------------------------------- loggers, compile
+def test_wandb_offline(tmp_path, temporal_dataset):
+    pytest.importorskip("wandb")
+    out = tmp_path / "run"
+    r = run_script("train.py", "--data_dir", temporal_dataset, "--out_dir", out, "--epochs", "1", *FAST,
+                   "--no_video_eval", "--wandb", "--wandb_project", "vidaccel-test",
+                   env={"WANDB_SILENT": "true", "WANDB_API_KEY": "", "WANDB_MODE": "offline",
+                        "WANDB_DISABLE_GIT": "true"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert runs and list(runs[0].glob("*.wandb"))
+
+
+def test_wandb_missing_is_a_startup_error(train_mod, capsys, monkeypatch, temporal_dataset):
+    import importlib.util as iu
+
+    real = iu.find_spec
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    err = startup_error(train_mod, capsys, ["--data_dir", temporal_dataset, *FAST, "--wandb"])
+    assert "pip install 'vidaccel[wandb]'" in err
+
+
+def test_tensorboard_events_have_the_scalars(short_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(short_run["log"] / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train_loss", "val_loss", "val_auroc", "score", "lr"} <= tags
+    assert len(acc.Scalars("val_loss")) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.compile
+def test_compile_and_channels_last_run(tmp_path, temporal_dataset):
+    out = tmp_path / "run"
+    r = run_script("train.py", "--data_dir", temporal_dataset, "--out_dir", out, "--epochs", "1", *FAST,
+                   "--no_video_eval", "--compile", "--amp", "bf16", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["compile"] == "default" and m["test"]["clip"]["n"] == 4
+    assert "note: --amp bf16 is for CUDA" in r.stdout  # CPU: float32

@@ -6,6 +6,7 @@ Markdown files beside it hold the same records, one row each.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as _dt
 import importlib.metadata
@@ -169,3 +170,20 @@ def write_results(records: list[dict], json_path: str | os.PathLike, *, columns:
           notes]
     md_path.write_text("\n".join(s for s in md if s))
     return {"json": json_path, "csv": csv_path, "md": md_path}
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None):
+    """torch's intra-op thread count for the block only (it is process-wide).
+
+    On a busy machine, OpenMP with more threads than free cores slows torch ops many-fold.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,6 @@ own (CUDA events on GPU), inputs rotating through a pool of --pool distinct batc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import importlib.util
 import math
@@ -35,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from accel.telemetry import Telemetry
-from benchmarks.common import markdown_table, summarize_ms, write_results
+from benchmarks.common import markdown_table, summarize_ms, write_results, cpu_threads
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
 OPTIMIZE_PARTS = ("channels_last", "amp", "amp_fp16", "compile", "cuda_graphs")
@@ -474,18 +473,6 @@ def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     return names, variants, modes, device
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None):
-    """torch's intra-op thread count for the block only (it is process-wide)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def summary_text(records: list[dict]) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 COMMANDS = {
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     ns, rest = top.parse_known_args(argv[:1])
     module = importlib.import_module(COMMANDS[ns.command][0])
     parser = module.build_parser(f"python -m benchmarks {ns.command}")
-    return int(module.main(parser.parse_args(argv[1:])) or 0)
+    args = parser.parse_args(argv[1:])
+    # The command recorded with every result, as a user would retype it.
+    args.command_line = shlex.join(["python", "-m", "benchmarks", *argv])
+    return int(module.main(args) or 0)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,7 @@ import json
 import math
 import os
 import platform
-import shlex
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -108,14 +106,6 @@ def environment() -> dict[str, object]:
     return env
 
 
-def command_line() -> str:
-    """The command that produced a result, as a user would retype it."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("benchmarks/__main__.py", os.sep + "__main__.py")):
-        argv[0:1] = ["python", "-m", "benchmarks"]
-    return shlex.join(argv)
-
-
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -140,7 +130,8 @@ def markdown_table(records: Iterable[Mapping[str, object]], columns: Sequence[st
     return "\n".join(lines) + "\n"
 
 
-def write_results(records: list[dict], json_path: str | os.PathLike, *, columns: Sequence[str],
+def write_results(records: list[dict], json_path: str | os.PathLike, *, command: str,
+                  columns: Sequence[str],
                   headers: Sequence[str] | None = None, title: str = "",
                   extra: Mapping[str, object] | None = None,
                   formats: Mapping[str, Callable[[Mapping[str, object]], str]] | None = None,
@@ -149,7 +140,6 @@ def write_results(records: list[dict], json_path: str | os.PathLike, *, columns:
     json_path = Path(json_path)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     env = environment()
-    command = command_line()
     payload = {"command": command, "environment": env, **(extra or {}), "records": records}
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
 

@@ -226,7 +226,7 @@ def main(args) -> int:
     rows = []
     for gop, manifest in tqdm(datasets, desc="datasets", unit="set"):
         rows += run_one_dataset(manifest, gop, args)
-    paths = write_results(rows, args.json, columns=COLUMNS, title="Loader throughput")
+    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS, title="Loader throughput")
     print(markdown_table(rows, COLUMNS))
     for gop in dict.fromkeys(r["gop"] for r in rows):
         ok = [r for r in rows if r["gop"] == gop and r["status"] == "ok" and not r["backend"].startswith("raw_")]

@@ -526,7 +526,7 @@ def main(args) -> int:
                     records.extend(run_case(bench, variant, mode, args, bar))
                     bar.update()
                 del bench
-    paths = write_results(records, args.json, columns=COLUMNS, headers=HEADERS,
+    paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
                           formats=FORMATS, title="Model benchmark", notes=NOTES)
     if not args.no_plot:
         from benchmarks.plots import plot_throughput

@@ -313,7 +313,7 @@ def main(args) -> int:
         for name in names:
             for variant in variants:
                 records.append(_one(name, variant, args, device, Path(tmp), bar))
-    paths = write_results(records, args.json, columns=COLUMNS, headers=HEADERS,
+    paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
                           title="Real-time stream benchmark",
                           notes=f"\nPolicy {POLICY}: a frame arriving while the model is busy is "
                                 "dropped (buffered, not inferred). Latency: frame arrival -> logits.\n")

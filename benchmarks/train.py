@@ -139,7 +139,7 @@ def main(args) -> int:
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
                          "reason": str(e).splitlines()[0]})
-    paths = write_results(rows, args.json, columns=COLUMNS, title="Training throughput and data stall")
+    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS, title="Training throughput and data stall")
     print(markdown_table(rows, COLUMNS))
     for r in rows:
         if r["status"] == "ok":

@@ -35,7 +35,7 @@ SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
 def get_args_parser() -> Parser:
     p = Parser(prog=PROG, description="Evaluate a train.py checkpoint on a test set.")
     p.add("--checkpoint", "--model_path", required=True, help="best.pt or last.pt from train.py")
-    p.add("--data_dir", help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
+    p.add("--data_dir", "--data_root", help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
     p.add("--test_dir", help="test set: a folder with test/, a folder of class folders, or a CSV")
     p.add("--split", default="test", help="split of --data_dir to evaluate (default test)")
     p.add("--log_dir", "--out_dir", help="where reports go (default: CHECKPOINT_DIR/eval_SPLIT)")

@@ -49,7 +49,7 @@ def get_args_parser() -> Parser:
 
     p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).")
     g = p.add_argument_group("data")
-    g.add("--data_dir", required=True,
+    g.add("--data_dir", "--data_root", required=True,
           help="train/val(/test) class folders, a folder of class folders, or a CSV path,label[,split]")
     g.add("--test_dir", help="test set (folder with test/, class folders, or CSV); "
                              "default: data_dir's test split")
@@ -67,8 +67,8 @@ def get_args_parser() -> Parser:
     g.add("--num_workers", "--workers", "-j", type=non_negative_int, default=2)
     g.add("--on_error", choices=("skip", "raise"), default="skip",
           help="an undecodable file is skipped and listed (default) or stops the run")
-    g.add("--augment", choices=("full", "flip", "none"), default="full",
-          help="training augmentation: full (crop, flip, rotate, colour), flip, none")
+    g.add("--augment", nargs="?", const="full", choices=("full", "flip", "none"), default="full",
+          help="training augmentation: full (crop, flip, rotate, colour; --augment alone), flip, none")
 
     g = p.add_argument_group("model")
     g.add("--model", choices=list_models(), default="resnet50_lstm", metavar="NAME",
@@ -77,6 +77,8 @@ def get_args_parser() -> Parser:
     g.add("--weights", help="local weights: a trunk file or a checkpoint of this model")
     g.add("--model_arg", type=key_value, action="append", default=[], metavar="NAME=VALUE",
           help="extra model option, repeatable (e.g. hidden_size=128, dropout=0.2)")
+    g.add("--segments", "--num_segments", type=positive_int,
+          help="temporal segments of r3d_18_late_fusion (= --model_arg num_segments=N)")
     g.add("--freeze_backbone", action="store_true", help="train only the head (trunk frozen)")
     g.add("--backbone_lr_mult", type=non_negative_float, default=1.0,
           help="trunk learning rate = lr x this (layer-wise LR; default 1)")
@@ -183,6 +185,8 @@ def build_model(args, num_classes: int) -> tuple[nn.Module, dict]:
     from models import PretrainedUnavailable, create_model
 
     kwargs = dict(args.model_arg)
+    if args.segments is not None:
+        kwargs["num_segments"] = args.segments
     try:
         model = create_model(args.model, num_classes=num_classes, pretrained=args.pretrained,
                              checkpoint_path=args.weights, **kwargs)

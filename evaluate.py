@@ -126,7 +126,7 @@ def main(args) -> dict:
             raise UsageError("--backend tensorrt needs a CUDA device")
         log_dir.mkdir(parents=True, exist_ok=True)
         runner = build_runner(args, model, settings, device, log_dir, amp)
-    except (UsageError, ManifestError, CheckpointError, ImportError, FileNotFoundError) as err:
+    except (UsageError, ManifestError, CheckpointError, ImportError, FileNotFoundError, ValueError) as err:
         fail(PROG, one_line(err))
 
     from tqdm import tqdm

@@ -201,6 +201,21 @@ def build_model(args, num_classes: int) -> tuple[nn.Module, dict]:
     return model, kwargs
 
 
+def check_input(model: nn.Module, args) -> None:
+    """One clip through the model (eval mode, no gradients, CPU): a clip length or size the
+    model cannot take is a start-up error, not a traceback in the first step."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, 3, args.clip_len, args.size, args.size))
+    except (ValueError, RuntimeError) as e:
+        raise UsageError(f"--model {args.model} cannot take {args.clip_len}-frame clips of "
+                         f"{args.size}px: {one_line(e)}") from None
+    finally:
+        model.train(was_training)
+
+
 def setup(args) -> Setup:
     """Everything that can fail because of a wrong input, before any training."""
     if args.decode_size is not None and args.size is not None and args.decode_size < args.size // 4:
@@ -245,6 +260,7 @@ def setup(args) -> Setup:
     args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
     args.size = args.size or getattr(model, "default_size", 112)
     args.decode_size = args.decode_size or args.size
+    check_input(model, args)
     amp = None if args.amp == "none" else args.amp
     if amp and device.type != "cuda":
         say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")

@@ -87,6 +87,7 @@ def test_missing_test_dir(train_mod, capsys, tmp_path, temporal_dataset):
     (["--loss-weight", "-0.1"], "must be in [0, 1]"),
     (["--train_sampling", "sideways"], "invalid choice: 'sideways'"),
     (["--epochs", "0"], "must be >= 1"),
+    (["--model", "r3d_18_late_fusion", "--clip_len", "6"], "cannot take 6-frame clips"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--backend", "dali"], "--"),
 ])
 def test_bad_arguments(train_mod, capsys, temporal_dataset, argv, needle):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import time
 from datetime import datetime
@@ -245,8 +246,6 @@ def setup(args) -> Setup:
         if resume.get("model_name") != args.model:
             raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
                              f"not --model {args.model}")
-    import os
-
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device.type)
     splits = load_splits(args.data_dir, args.test_dir, val_fraction=args.val_fraction, seed=args.seed)
@@ -255,6 +254,8 @@ def setup(args) -> Setup:
                          f"{splits.classes}")
     if info.world_size > len(splits.train):
         raise UsageError(f"{len(splits.train)} training videos cannot feed {info.world_size} processes")
+    if resume is not None and not args.model_arg and args.segments is None:
+        args.model_arg = list((resume.get("model_kwargs") or {}).items())  # the checkpoint's options
     seed_everything(args.seed)  # the random initial weights depend on the seed only
     model, kwargs = build_model(args, len(splits.classes))
     args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)

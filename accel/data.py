@@ -267,20 +267,25 @@ class VideoClipDataset(torch.utils.data.Dataset):
         return len(self.manifest)
 
     def set_epoch(self, epoch: int) -> None:
-        """Random strategies draw different clips each epoch, reproducibly."""
+        """Random strategies draw different clips each epoch, reproducibly.
+
+        Inside a DataLoader, workers hold their own copy of the dataset (persistent workers
+        keep it across epochs), so the loader passes ``(index, epoch)`` keys instead.
+        """
         self.epoch = epoch
 
     def open_reader(self, path: str) -> VideoReader:
         """The reader for one sample (a subclass may read differently, e.g. benchmarks)."""
         return open_sample(path, self.backend)
 
-    def __getitem__(self, index: int) -> dict | SkippedSample:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict | SkippedSample:
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         item = self.manifest.items[index]
         try:
             with _time_limit(self.decode_timeout_s, item.path):
                 reader = self.open_reader(item.path)
                 try:
-                    generator = torch.Generator().manual_seed(_clip_seed(self.seed, self.epoch, index))
+                    generator = torch.Generator().manual_seed(_clip_seed(self.seed, epoch, index))
                     indices = sample_indices(len(reader), self.clip_len, self.strategy,
                                              stride=self.stride, generator=generator,
                                              short=self.short)

@@ -49,6 +49,46 @@ def _pin(batch: dict) -> dict:
     return out
 
 
+class ShuffleSampler(Sampler):
+    """A permutation that is a function of (seed, epoch) alone, so a resumed run reads the
+    epoch in the same order as an uninterrupted one."""
+
+    def __init__(self, n: int, *, seed: int = 0):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class EpochSampler(Sampler):
+    """Yields ``(index, epoch)`` keys so the epoch reaches (persistent) worker processes,
+    which hold their own copy of the dataset; forwards ``set_epoch`` to the inner sampler
+    (DistributedSampler reshuffles with it)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((int(i), epoch) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
 @dataclass
 class ClipLoader:
     """Iterates batches of a :class:`VideoClipDataset`; records every skipped file.
@@ -68,9 +108,7 @@ class ClipLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
-        sampler = getattr(self.loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        self.loader.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
@@ -166,13 +204,15 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False,
-                        sampler=sampler, num_workers=num_workers, collate_fn=collate_clips,
+    if sampler is None:
+        sampler = (ShuffleSampler(len(dataset), seed=seed) if shuffle
+                   else torch.utils.data.SequentialSampler(dataset))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(sampler),
+                        num_workers=num_workers, collate_fn=collate_clips,
                         drop_last=drop_last, persistent_workers=persistent_workers and workers,
                         prefetch_factor=prefetch_factor if workers else None,
                         # the DataLoader's own pinning loses the channels_last_3d strides
-                        pin_memory=False, generator=generator,
+                        pin_memory=False,
                         timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
     return ClipLoader(dataset, loader, chosen, why, pin=pin_memory)
 

@@ -181,3 +181,28 @@ def test_frame_size_resizes_mixed_resolutions(tmp_path):
     batch = next(iter(loader))
     assert batch["clip"].shape == (2, 3, 4, 48, 48)
     assert batch["clip"].is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_epochs_reach_persistent_workers_and_are_reproducible(temporal_dataset):
+    """Random clips and shuffling change with the epoch, also in persistent workers, and
+    depend on (seed, epoch) alone: a fresh loader set to epoch 1 reads what epoch 1 read."""
+    manifest = folder_manifest(temporal_dataset, "train")
+
+    def read_epoch(loader, epoch):
+        loader.set_epoch(epoch)
+        return [(b["video_id"].tolist(), b["indices"].tolist()) for b in loader]
+
+    def make():
+        return build_loader(manifest, batch_size=4, clip_len=6, strategy="random", shuffle=True,
+                            num_workers=2, persistent_workers=True, seed=5)
+
+    loader = make()
+    epoch0, epoch1 = read_epoch(loader, 0), read_epoch(loader, 1)
+    assert epoch0 != epoch1
+    ids0 = [i for ids, _ in epoch0 for i in ids]
+    ids1 = [i for ids, _ in epoch1 for i in ids]
+    assert sorted(ids0) == sorted(ids1) == list(range(len(manifest))) and ids0 != ids1
+    clips0 = {i: idx for ids, idxs in epoch0 for i, idx in zip(ids, idxs)}
+    clips1 = {i: idx for ids, idxs in epoch1 for i, idx in zip(ids, idxs)}
+    assert sum(clips0[i] != clips1[i] for i in clips0) > len(clips0) // 2  # new clips per epoch
+    assert read_epoch(make(), 1) == epoch1

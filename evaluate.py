@@ -28,7 +28,7 @@ from accel.tracking import write_json
 
 PROG = "evaluate.py"
 RUNTIMES = ("eager", "onnx", "aoti", "tensorrt")
-DECODERS = ("auto", "pyav", "decord", "torchcodec")
+DECODERS = ("auto", "dali", "pyav", "decord", "torchcodec")
 SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
 
 
@@ -114,6 +114,8 @@ def main(args) -> dict:
                      "video_stride": args.video_stride, "window_stride": args.window_stride,
                      "max_windows": args.max_windows}
         e.update({k: v for k, v in overrides.items() if v is not None})
+        if e.get("backend") == "dali" and device.type != "cuda":
+            e["backend"] = "auto"  # trained with NVDEC, evaluated here on the CPU decoders
         e["video_level"] = args.video_eval
         if e.get("frame_size") is not None:
             e["frame_size"] = tuple(e["frame_size"])

@@ -228,8 +228,11 @@ def setup(args) -> Setup:
             raise UsageError(f"--class_weights must be auto, balanced, none or numbers, "
                              f"got {args.class_weights!r}") from None
     if args.backend == "dali":
-        raise UsageError("--backend dali: the DALI loader is not built yet; use auto, pyav, decord "
-                         "or torchcodec")
+        from accel.dali import dali_unavailable_message
+
+        why_not = dali_unavailable_message("gpu", None if args.device == "auto" else args.device)
+        if why_not:
+            raise UsageError(f"--backend dali: {why_not}")
     for name in ("data_dir", "test_dir"):
         v = getattr(args, name)
         if v is not None and not Path(v).exists():

@@ -89,6 +89,8 @@ def test_missing_test_dir(train_mod, capsys, tmp_path, temporal_dataset):
     (["--epochs", "0"], "must be >= 1"),
     (["--model", "r3d_18_late_fusion", "--clip_len", "6"], "cannot take 6-frame clips"),
     (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--backend", "dali"], "--"),
+    pytest.param(["--backend", "dali"], "--backend dali: backend 'dali' decodes on the GPU",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")),
 ])
 def test_bad_arguments(train_mod, capsys, temporal_dataset, argv, needle):
     err = startup_error(train_mod, capsys, ["--data_dir", temporal_dataset, *FAST, *argv])

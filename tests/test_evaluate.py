@@ -2,14 +2,11 @@
 bit for bit on CPU; video-level windows; errors; exported runtimes."""
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import models
 from models import create_model, frames_view, list_models, param_groups, register_model
 from models.base import PretrainedUnavailable
 from models.tsm import temporal_shift

@@ -5,8 +5,7 @@
 #                     intervals 1-250, a variable-frame-rate file, real 720p and 640x272 videos
 #   loaders           clips/s of naive, pyav, decord, torchcodec, dali on 16-frame clips from
 #                     720p H.264, with all CPU cores
-#   train_stall       data-stall share of training r2plus1d_18: dali vs the best CPU backend
-#   benchmarks_train  python -m benchmarks train, when that command exists
+#   train_stall       data-stall share of training r2plus1d_18 (python -m benchmarks train): dali vs the best CPU backend
 #   stream            real-time streaming latency (python -m benchmarks stream)
 #   models_*          every model x the runtime variants, and r2plus1d_18's compile / export
 #                     variants (--full: every model x every variant, no time limit)
@@ -57,8 +56,7 @@ STEPS=(
   "pytest_gpu|150|30|$PY -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml=$OUT/pytest_gpu.xml"
   "dali_frames|60|15|fn:step_dali_frames"
   "loaders|150|40|$PY -m benchmarks loaders --data $DATA720 --backends naive,pyav,decord,torchcodec,dali --workers $NPROC --clip-len 16 --size 112 --clips 48 --batch-size 8 --no-overhead --json $OUT/loaders_720p.json"
-  "train_stall|90|30|fn:step_train_stall"
-  "benchmarks_train|60|20|fn:step_benchmarks_train"
+  "train_stall|150|30|fn:step_train_stall"
   "stream|60|20|$PY -m benchmarks stream --models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --fps 30 --seconds 8 --device cuda --json $OUT/stream.json"
 )
 if [ "$FULL" = 1 ]; then
@@ -194,78 +192,14 @@ PY
 }
 
 step_train_stall() {
-"$PY" - "$OUT" "$DATA720" "$NPROC" <<'PY'
-"""Data-stall share of training r2plus1d_18 (bf16 autocast, batch 8, 16 x 112 x 112):
-time blocked waiting for the next batch / wall time, after 3 warm-up steps."""
-import sys, time
-from pathlib import Path
-import torch
-import torch.nn.functional as F
-from accel.data import load_manifest
-from accel.loader import DevicePrefetcher, build_loader, choose_backend
-from accel.transforms import ClipTransform
-from benchmarks.common import write_results
-from models import create_model
-
-out, data, nproc = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-manifest = load_manifest(data)
-device = torch.device("cuda")
-best_cpu = choose_backend("auto")[0]  # without dali=True: the best CPU decoder
-warm, steps, bs = 3, 30, 8
-plan = [i % len(manifest) for i in range((warm + steps) * bs)]
-rows = []
-for backend in ("dali", best_cpu):
-    torch.manual_seed(0)
-    loader = build_loader(manifest, batch_size=bs, clip_len=16, strategy="random", frame_size=(128, 171),
-                          backend=backend, num_workers=nproc, sampler=plan, device=device,
-                          persistent_workers=False, seed=0)
-    batches = DevicePrefetcher(loader, device, transform=ClipTransform(112, train=True))
-    model = create_model("r2plus1d_18", num_classes=max(2, len(manifest.classes))).to(device)
-    model = model.to(memory_format=torch.channels_last_3d)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    wait = compute = 0.0
-    n = clips = 0
-    t = time.perf_counter()
-    for batch in batches:
-        ready = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(model(batch["clip"]), batch["label"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        torch.cuda.synchronize()
-        done = time.perf_counter()
-        if n >= warm:
-            wait += ready - t
-            compute += done - ready
-            clips += batch["clip"].shape[0]
-        n += 1
-        t = done
-    total = wait + compute
-    rows.append({"model": "r2plus1d_18", "backend": backend, "reason": loader.reason, "workers": nproc,
-                 "steps": n - warm, "clips": clips, "clips_per_s": clips / total,
-                 "step_ms": 1e3 * total / max(1, n - warm), "data_wait_ms": 1e3 * wait / max(1, n - warm),
-                 "compute_ms": 1e3 * compute / max(1, n - warm), "stall_share": wait / total,
-                 "skipped": len(loader.skipped)})
-    print(rows[-1], flush=True)
-write_results(rows, out / "train_stall.json", title="Training data stall: r2plus1d_18",
-              columns=["model", "backend", "workers", "clips_per_s", "step_ms", "data_wait_ms",
-                       "compute_ms", "stall_share", "skipped"])
-PY
+  # python -m benchmarks train: r2plus1d_18, bf16, channels-last; DALI vs the best CPU decoder.
+  local best
+  best=$("$PY" -c 'from accel.loader import choose_backend; print(choose_backend("auto")[0])')
+  "$PY" -m benchmarks train --model r2plus1d_18 --backends "dali,$best" --data "$DATA720" \
+    --workers "$NPROC" --batch-size 8 --clip-len 16 --frame-size 128 --size 112 --amp bf16 \
+    --channels-last --steps 30 --warmup-steps 3 --device cuda --json "$OUT/train_stall.json"
 }
-
-step_benchmarks_train() {
-  if ! "$PY" -m benchmarks train --help >/dev/null 2>&1; then
-    echo "python -m benchmarks train is not available in this checkout; train_stall measured the stall"
-    return 3
-  fi
-  local extra=()
-  "$PY" -m benchmarks train --help | grep -q -- "--backends" && extra+=(--backends "dali,$("$PY" -c 'from accel.loader import choose_backend; print(choose_backend("auto")[0])')")
-  "$PY" -m benchmarks train --help | grep -q -- "--data" && extra+=(--data "$DATA720")
-  "$PY" -m benchmarks train --help | grep -q -- "--workers" && extra+=(--workers "$NPROC")
-  "$PY" -m benchmarks train "${extra[@]}" --json "$OUT/train.json"
-}
-export -f step_dali_frames step_train_stall step_benchmarks_train
+export -f step_dali_frames step_train_stall
 
 # ---------------------------------------------------------------------------- run
 FAILED=0
@@ -328,8 +262,10 @@ if rows:
 rows = records("train_stall.json")
 if rows:
     lines += ["\n## Training data stall, r2plus1d_18\n"] + [
-        f"- {r['backend']}: stall {100 * r['stall_share']:.1f}% of wall time, {r['clips_per_s']:.1f} clips/s, "
-        f"step {r['step_ms']:.1f} ms (data wait {r['data_wait_ms']:.1f} ms)" for r in rows]
+        f"- {r['backend']}: stall {r['data_stall_pct']:.1f}% of step time, {r['clips_per_s']:.1f} clips/s, "
+        f"step {r['step_ms_mean']:.1f} ms (data wait {r['data_wait_ms_mean']:.1f} ms)"
+        if r.get("status") == "ok" else f"- {r['backend']}: {r.get('status')} ({r.get('reason', '')})"
+        for r in rows]
 rows = records("dali_frames.json")
 if rows:
     lines += ["\n## DALI vs CPU frames\n"] + [

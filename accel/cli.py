@@ -75,44 +75,27 @@ def one_line(e: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- value types
-def unit_interval(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return v
+def _bounded(kind: type, low: float, high: float | None, what: str):
+    """An argparse type: ``kind(text)`` within [low, high] (no upper bound when None)."""
+    span = f"in [{low:g}, {high:g}]" if high is not None else f">= {low:g}"
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (v >= low and (high is None or v <= high)):  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return v
+
+    parse.__name__ = what  # argparse names the type by it in some messages
+    return parse
 
 
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return v
+unit_interval = _bounded(float, 0.0, 1.0, "a number in [0, 1]")
+positive_int = _bounded(int, 1, None, "a positive integer")
+non_negative_int = _bounded(int, 0, None, "an integer >= 0")
+non_negative_float = _bounded(float, 0.0, None, "a number >= 0")
 
 
 def positive_float(text: str) -> float:

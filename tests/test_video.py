@@ -88,12 +88,9 @@ def test_variable_frame_rate(vfr_video, backend):
     assert [read_frame_index(f) for f in reader.get_frames(request).numpy()] == request
 
 
-def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
-    """One frame late in a GOP-30 video costs at most one GOP of decoding, not the video."""
-    path = index_videos[("h264", 30, 2)]
-    reader = open_video(path, "pyav")
-    len(reader)
-    decoded = []
+def record_decoded(reader, monkeypatch) -> list[int]:
+    """The indices of every frame the PyAV reader's decoder puts out, from now on."""
+    decoded: list[int] = []
     original = reader._decode_from
 
     def counting(keyframe, *rest):
@@ -102,6 +99,13 @@ def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
             yield index, frame
 
     monkeypatch.setattr(reader, "_decode_from", counting)
+    return decoded
+
+
+def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
+    """One frame late in a GOP-30 video costs at most one GOP of decoding, not the video."""
+    reader = open_video(index_videos[("h264", 30, 2)], "pyav")
+    decoded = record_decoded(reader, monkeypatch)
     reader.get_frames([275])
     assert min(decoded) >= 270 and len(decoded) <= 8  # keyframe 270 + reorder delay
     decoded.clear()
@@ -111,19 +115,10 @@ def test_pyav_decodes_only_from_the_keyframe_before(index_videos, monkeypatch):
 
 def test_pyav_skips_unwanted_non_reference_frames(index_videos, monkeypatch):
     """B-frames nobody asked for are dropped by the decoder on the way to a wanted frame."""
-    path = index_videos[("h264", 250, 3)]
-    reader = open_video(path, "pyav")
+    reader = open_video(index_videos[("h264", 250, 3)], "pyav")
     frames = reader.get_frames([0, 120, 240])
     assert [read_frame_index(f) for f in frames.numpy()] == [0, 120, 240]
-    emitted = []
-    original = reader._decode_from
-
-    def counting(keyframe, *rest):
-        for index, frame in original(keyframe, *rest):
-            emitted.append(index)
-            yield index, frame
-
-    monkeypatch.setattr(reader, "_decode_from", counting)
+    emitted = record_decoded(reader, monkeypatch)
     reader.get_frames([240])
     assert 240 in emitted and len(emitted) < 0.6 * 241  # most of 0..239 never came out
 

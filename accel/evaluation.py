@@ -116,8 +116,9 @@ def build_window_loader(manifest: Manifest, *, clip_len: int, videos_per_batch: 
     dataset = VideoWindowsDataset(manifest, clip_len, stride, window_stride, max_windows,
                                   backend=chosen, frame_size=frame_size, on_error=on_error)
     loader = DataLoader(dataset, batch_size=videos_per_batch, sampler=sampler, shuffle=False,
-                        num_workers=num_workers, collate_fn=collate_windows)
-    return ClipLoader(dataset, loader, chosen, why, pin=torch.cuda.is_available())
+                        num_workers=num_workers, collate_fn=collate_windows,
+                        pin_memory=torch.cuda.is_available())
+    return ClipLoader(dataset, loader, chosen, why)
 
 
 # --------------------------------------------------------------------------- prediction

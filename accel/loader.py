@@ -39,16 +39,6 @@ def collate_clips(samples: Sequence[dict | SkippedSample]) -> dict:
     }
 
 
-def _pin(batch: dict) -> dict:
-    """Pin the tensors of a batch, keeping the clip's channels_last_3d strides."""
-    out = dict(batch)
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            pinned = torch.empty_strided(v.shape, v.stride(), dtype=v.dtype, pin_memory=True)
-            out[k] = pinned.copy_(v)
-    return out
-
-
 class ShuffleSampler(Sampler):
     """A permutation that is a function of (seed, epoch) alone, so a resumed run reads the
     epoch in the same order as an uninterrupted one."""
@@ -100,7 +90,6 @@ class ClipLoader:
     loader: DataLoader
     backend: str
     reason: str
-    pin: bool = False
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -108,14 +97,15 @@ class ClipLoader:
 
     def set_epoch(self, epoch: int) -> None:
         self.dataset.set_epoch(epoch)
-        self.loader.sampler.set_epoch(epoch)
+        if hasattr(self.loader.sampler, "set_epoch"):  # build_loader's EpochSampler has it
+            self.loader.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict]:
         for batch in self.loader:
             self.skipped.extend(batch["skipped"])
             if batch["clip"] is None:
                 continue  # every sample of this batch was skipped
-            yield _pin(batch) if self.pin else batch
+            yield batch
 
 
 def choose_backend(backend: str, device: torch.device | str | None = None, *,
@@ -211,10 +201,11 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                         num_workers=num_workers, collate_fn=collate_clips,
                         drop_last=drop_last, persistent_workers=persistent_workers and workers,
                         prefetch_factor=prefetch_factor if workers else None,
-                        # the DataLoader's own pinning loses the channels_last_3d strides
-                        pin_memory=False,
+                        # Pinned on the DataLoader's own thread, off the training loop;
+                        # Tensor.pin_memory keeps the strides, so the clip stays channels_last_3d.
+                        pin_memory=pin_memory,
                         timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
-    return ClipLoader(dataset, loader, chosen, why, pin=pin_memory)
+    return ClipLoader(dataset, loader, chosen, why)
 
 
 class DevicePrefetcher:

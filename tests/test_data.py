@@ -205,3 +205,12 @@ def test_epochs_reach_persistent_workers_and_are_reproducible(temporal_dataset):
     clips1 = {i: idx for ids, idxs in epoch1 for i, idx in zip(ids, idxs)}
     assert sum(clips0[i] != clips1[i] for i in clips0) > len(clips0) // 2  # new clips per epoch
     assert read_epoch(make(), 1) == epoch1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (pinned memory)")
+def test_pinned_batches_stay_channels_last(temporal_dataset):
+    loader = build_loader(folder_manifest(temporal_dataset, "val"), batch_size=4, clip_len=8,
+                          num_workers=1, pin_memory=True)
+    clip = next(iter(loader))["clip"]
+    assert clip.is_pinned() and clip.is_contiguous(memory_format=torch.channels_last_3d)

@@ -18,6 +18,8 @@ here (no CUDA, a missing package, an inference-only variant in training mode) is
 with status "skipped" and the reason; one that fails is status "error" with the exception,
 and the command then exits 1. Timings: warm-up, then --iters iterations each timed on its
 own (CUDA events on GPU), inputs rotating through a pool of --pool distinct batches.
+Telemetry is sampled at 2 Hz (``accel.telemetry.P99_SAFE_HZ``) so that its thread stays out
+of the p99.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
-from accel.telemetry import Telemetry
+from accel.telemetry import P99_SAFE_HZ, Telemetry
 from benchmarks.common import markdown_table, summarize_ms, write_results, cpu_threads
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
@@ -222,7 +224,7 @@ def measure_infer(fn: Callable, pool: list[torch.Tensor], reference: torch.Tenso
     if lazy_setup:
         rec["compile_s"] = first_s
     _peak_start(device)
-    with Telemetry(hz=20, device_index=device.index or 0) as tel:
+    with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
         times = time_inference(fn, pool, warmup=warmup, iters=iters)
     summary = tel.summary()
     rec.update(_timing_fields(times, pool[0].shape[0]))
@@ -255,7 +257,7 @@ def measure_train(variant: str, base: torch.nn.Module, pool: list[torch.Tensor],
         _sync(device)
         rec["compile_s"] = time.perf_counter() - t0
     _peak_start(device)
-    with Telemetry(hz=20, device_index=device.index or 0) as tel:
+    with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
         times = time_train_step(fn, pool, targets, optimizer, scaler=scaler, warmup=warmup, iters=iters)
     summary = tel.summary()
     rec.update(_timing_fields(times, pool[0].shape[0]))

@@ -7,11 +7,17 @@ its frames (temporal consistency), and differs between clips.
 Geometry (random resized crop, flip, rotation, resize, center crop) is one affine matrix
 per clip, applied to all frames in one ``grid_sample`` on the free ``(B*T, C, H, W)``
 channels-last view, so an augmentation costs one resample whatever it combines.
+
+No host-device syncs: random parameters are drawn on the host (a CPU generator keeps them
+reproducible) and reach the device in one copy from pinned memory with ``non_blocking``;
+a pageable copy (``torch.tensor(..., device=)``, ``.to(device)`` of a fresh host tensor)
+would block the CPU until the GPU has finished everything queued before it, so the CPU
+could never run ahead of the GPU. :class:`ClipTransform` makes one such copy per batch.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -31,6 +37,20 @@ def _size2(size: int | Sequence[int]) -> tuple[int, int]:
 def _check_batch(x: torch.Tensor) -> None:
     if x.dim() != 5:
         raise ValueError(f"expected a clip batch (B, C, T, H, W), got shape {tuple(x.shape)}")
+
+
+def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A small host-built tensor on ``device`` without a sync: pinned, ``non_blocking``.
+
+    The pinned block comes from PyTorch's caching host allocator, which keeps it until the
+    copy has completed, so the caller may drop ``host`` at once.
+    """
+    device = torch.device(device)
+    if device.type == "cpu":
+        return host
+    if device.type == "cuda":
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -56,7 +76,8 @@ def warp(x: torch.Tensor, theta: torch.Tensor, size: int | Sequence[int]) -> tor
     b, c, t, _, _ = x.shape
     h, w = _size2(size)
     frames = _frames_view(to_float(x)).contiguous(memory_format=torch.channels_last)
-    grid = F.affine_grid(theta.to(frames).repeat_interleave(t, dim=0), [b * t, c, h, w],
+    theta = to_device(theta, frames.device).to(frames.dtype)
+    grid = F.affine_grid(theta.repeat_interleave(t, dim=0), [b * t, c, h, w],
                          align_corners=False)
     out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection",
                         align_corners=False)
@@ -146,7 +167,7 @@ def random_resized_crop(x: torch.Tensor, size: int | Sequence[int], *,
 def hflip(x: torch.Tensor, p: float = 0.5, *, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each clip (all its frames) with probability ``p``; exact, no resampling."""
     _check_batch(x)
-    flip = (torch.rand(x.shape[0], generator=generator) < p).to(x.device)
+    flip = to_device(torch.rand(x.shape[0], generator=generator) < p, x.device)
     return torch.where(flip.view(-1, 1, 1, 1, 1), x.flip(-1), x)
 
 
@@ -155,37 +176,59 @@ def rotate(x: torch.Tensor, degrees: float, *, generator: torch.Generator | None
                 x.shape[-2:])
 
 
+def jitter_factors(b: int, *, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-clip (brightness, contrast, saturation) factors in [1-v, 1+v], (b, 3) on the host;
+    1 where v is 0 (then nothing is drawn for it)."""
+    out = torch.ones(b, 3)
+    for k, v in enumerate((brightness, contrast, saturation)):
+        if v:
+            out[:, k] = _uniform(b, max(0.0, 1 - v), 1 + v, generator)
+    return out
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """BT.601 luma of a (B, 3, ...) batch; scalar weights, so no weight tensor to copy."""
+    return x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114
+
+
+def apply_jitter(x: torch.Tensor, factors: torch.Tensor, *, brightness: bool = True,
+                 contrast: bool = True, saturation: bool = True) -> torch.Tensor:
+    """Apply :func:`jitter_factors` (already on ``x``'s device) to a float batch in [0, 1]."""
+    f = factors.to(x.dtype).view(x.shape[0], 3, 1, 1, 1, 1)
+    if brightness:
+        x = x * f[:, 0]
+    if contrast:
+        mean = _gray(x).mean(dim=(2, 3, 4), keepdim=True)
+        x = (x - mean) * f[:, 1] + mean
+    if saturation:
+        gray = _gray(x)
+        x = (x - gray) * f[:, 2] + gray
+    return x.clamp_(0, 1)
+
+
 def color_jitter(x: torch.Tensor, *, brightness: float = 0.0, contrast: float = 0.0,
                  saturation: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """Per-clip brightness, contrast and saturation factors in [1-v, 1+v]; float in [0, 1]."""
     _check_batch(x)
     x = to_float(x)
-    b = x.shape[0]
-    shape = (b, 1, 1, 1, 1)
-
-    def factor(v: float) -> torch.Tensor:
-        return _uniform(b, max(0.0, 1 - v), 1 + v, generator).view(shape).to(x.device, x.dtype)
-
-    gray_weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1, 1)
-    if brightness:
-        x = x * factor(brightness)
-    if contrast:
-        mean = (x * gray_weights).sum(1, keepdim=True).mean(dim=(2, 3, 4), keepdim=True)
-        x = (x - mean) * factor(contrast) + mean
-    if saturation:
-        gray = (x * gray_weights).sum(1, keepdim=True)
-        x = (x - gray) * factor(saturation) + gray
-    return x.clamp_(0, 1)
+    factors = jitter_factors(x.shape[0], brightness=brightness, contrast=contrast,
+                             saturation=saturation, generator=generator)
+    return apply_jitter(x, to_device(factors, x.device), brightness=bool(brightness),
+                        contrast=bool(contrast), saturation=bool(saturation))
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
     """(x/255 for uint8 - mean) / std per channel; keeps channels_last_3d."""
     _check_batch(x)
-    x = to_float(x)
-    m = torch.as_tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1, 1)
-    s = torch.as_tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1, 1)
-    return (x - m) / s
+    return _normalize(to_float(x), to_device(torch.tensor([list(mean), list(std)]), x.device))
+
+
+def _normalize(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
+    """``stats``: (2, C) mean and std on ``x``'s device."""
+    stats = stats.to(x.dtype).view(2, 1, -1, 1, 1, 1)
+    return (x - stats[0]) / stats[1]
 
 
 @dataclass
@@ -209,18 +252,29 @@ class ClipTransform:
     crop_fraction: float = 1.0
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
+    # mean / std on each device seen, copied there once (not per batch)
+    _stats: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _device_stats(self, device: torch.device) -> torch.Tensor:
+        if device not in self._stats:
+            self._stats[device] = to_device(torch.tensor([list(self.mean), list(self.std)]), device)
+        return self._stats[device]
 
     def __call__(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One host-to-device copy per batch (the clips' parameters), no sync."""
         _check_batch(x)
         b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
         if self.train:
             theta = compose(crop_theta(b, scale=self.scale, ratio=self.ratio, generator=generator),
                             flip_theta(b, self.hflip, generator),
                             rotation_theta(b, self.rotate_deg, w / h, generator))
-            x = warp(x, theta, self.size)
-            x = color_jitter(x, brightness=self.brightness, contrast=self.contrast,
-                             saturation=self.saturation, generator=generator)
+            factors = jitter_factors(b, brightness=self.brightness, contrast=self.contrast,
+                                     saturation=self.saturation, generator=generator)
+            params = to_device(torch.cat([theta.reshape(b, 6), factors], 1), x.device)
+            x = warp(x, params[:, :6].view(b, 2, 3), self.size)
+            x = apply_jitter(x, params[:, 6:], brightness=bool(self.brightness),
+                             contrast=bool(self.contrast), saturation=bool(self.saturation))
         elif self.crop_fraction < 1.0 or (h, w) != _size2(self.size):
             crop = (round(h * self.crop_fraction), round(w * self.crop_fraction))
             x = warp(x, center_crop_theta(b, (h, w), crop), self.size)
-        return normalize(x, self.mean, self.std)
+        return _normalize(to_float(x), self._device_stats(x.device))

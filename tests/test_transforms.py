@@ -89,3 +89,67 @@ def test_bad_input_is_refused():
         T.center_crop(clip_batch(), 64)
     with pytest.raises(ValueError, match="scale"):
         T.crop_theta(2, scale=(0.0, 1.5))
+
+
+# --------------------------------------------------------------------------- no host-device syncs
+class HostToDeviceCopies:
+    """Every copy from a CPU tensor to another device in the block, through torch's dispatcher
+    (``.to(device)``, ``torch.tensor(..., device=)``, ``copy_``): (op, non_blocking)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        copies = self.copies = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                kwargs = kwargs or {}
+                name = func.overloadpacket.__name__
+                if name == "_to_copy" and args[0].device.type == "cpu" \
+                        and torch.device(kwargs.get("device", "cpu")).type != "cpu":
+                    copies.append((name, bool(kwargs.get("non_blocking", False))))
+                elif name == "copy_" and args[1].device.type == "cpu" and args[0].device.type != "cpu":
+                    copies.append((name, bool(args[2]) if len(args) > 2 else bool(kwargs.get("non_blocking"))))
+                return func(*args, **kwargs)
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_clip_transform_makes_one_non_blocking_copy_per_batch(train):
+    """The batch lives on a non-CPU device ('meta' stands in for CUDA here): per batch, the
+    transform copies host data over once, non_blocking; mean / std only on the first batch.
+    A blocking copy per parameter (7 per batch before) serialises the CPU with the GPU."""
+    tf = T.ClipTransform(24, train=train, crop_fraction=0.8)
+    x = torch.empty(4, 3, 5, 32, 40, dtype=torch.uint8, device="meta").contiguous(
+        memory_format=torch.channels_last_3d)
+    g = torch.Generator().manual_seed(0)
+    with HostToDeviceCopies() as first:
+        tf(x, generator=g)
+    with HostToDeviceCopies() as later:
+        for _ in range(3):
+            y = tf(x, generator=g)
+    assert y.device.type == "meta" and y.shape == (4, 3, 5, 24, 24)
+    assert len(first.copies) == 2 and len(later.copies) == 3, (first.copies, later.copies)
+    assert all(non_blocking for _, non_blocking in first.copies + later.copies)
+
+
+def test_single_ops_copy_at_most_once_non_blocking():
+    x = torch.empty(2, 3, 4, 16, 16, device="meta")
+    g = torch.Generator().manual_seed(0)
+    for op in (lambda: T.hflip(x, generator=g), lambda: T.normalize(x),
+               lambda: T.color_jitter(x, brightness=0.2, contrast=0.2, saturation=0.2, generator=g),
+               lambda: T.random_resized_crop(x, 8, generator=g)):
+        with HostToDeviceCopies() as c:
+            op()
+        assert len(c.copies) == 1 and c.copies[0][1], c.copies
+
+
+def test_to_device_is_a_no_op_on_cpu():
+    t = torch.arange(3.0)
+    assert T.to_device(t, "cpu") is t

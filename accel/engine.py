@@ -239,7 +239,7 @@ def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
     num_batches = len(batches)
     pending = 0
     wait = 0.0
-    seen: list[int] = []
+    seen: list[torch.Tensor] = []
     start = last = time.perf_counter()
     optimizer.zero_grad(set_to_none=True)
 
@@ -261,7 +261,7 @@ def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
         now = time.perf_counter()
         wait += now - last
         x, y = batch["clip"], batch["label"]
-        seen.extend(batch["video_id"].tolist())
+        seen.append(batch["video_id"])  # read at the end: .tolist() of a GPU tensor syncs
         pending += 1
         sync = pending == accum_steps or i + 1 == num_batches
         ctx = ddp.no_sync() if (ddp is not None and not sync) else contextlib.nullcontext()
@@ -287,6 +287,7 @@ def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
         optimizer_step()
     elapsed = time.perf_counter() - start
     loss, acc = meter.values()
+    video_ids = torch.cat([torch.as_tensor(v).reshape(-1).cpu() for v in seen]).tolist() if seen else []
     return {"loss": loss, "accuracy": acc, "clips": meter.clips, "time_s": elapsed,
             "clips_per_s": meter.clips / elapsed if elapsed > 0 else 0.0,
-            "data_wait": wait / elapsed if elapsed > 0 else 0.0, "video_ids": seen}
+            "data_wait": wait / elapsed if elapsed > 0 else 0.0, "video_ids": video_ids}

@@ -212,7 +212,7 @@ class DevicePrefetcher:
     """Yields batches on ``device`` with the clip as float, normalised (or transformed).
 
     On CUDA the uint8 copy of batch i+1 runs on a side stream, overlapping the compute of
-    batch i; on CPU this only converts. ``transform`` (e.g. a :class:`ClipTransform`)
+    batch i; on CPU this only converts. ``video_id`` and ``indices`` stay on the host. ``transform`` (e.g. a :class:`ClipTransform`)
     replaces plain normalisation.
     """
 
@@ -228,9 +228,13 @@ class DevicePrefetcher:
     def __len__(self) -> int:
         return len(self.loader)
 
+    # Only what the step computes with goes to the device; ids and frame indices stay on
+    # the host, where reading them (``.tolist()``) does not wait for the GPU.
+    DEVICE_KEYS = ("clip", "label")
+
     def _to_device(self, batch: dict) -> dict:
-        return {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) if k in self.DEVICE_KEYS and isinstance(v, torch.Tensor)
+                else v for k, v in batch.items()}
 
     def _finish(self, batch: dict) -> dict:
         batch["clip"] = self.transform(batch["clip"]).to(self.dtype)
@@ -250,7 +254,7 @@ class DevicePrefetcher:
                 yield self._finish(pending)
             torch.cuda.current_stream(self.device).wait_stream(stream)
             for v in moved.values():
-                if isinstance(v, torch.Tensor):
+                if isinstance(v, torch.Tensor) and v.is_cuda:
                     v.record_stream(torch.cuda.current_stream(self.device))
             pending = moved
         if pending is not None:

@@ -2,14 +2,19 @@
 the share of step time spent waiting for data (data-stall %), per decode backend.
 
 A step is: wait for the next batch (decode, collate, copy to the device, augment: the
-data-wait), then forward + backward + optimizer step (compute). On CUDA the device is
-synchronised before each clock read, so asynchronous work is charged to the step that
-queued it. data_stall_pct = data-wait / (data-wait + compute) over the timed steps.
+data-wait), then forward + backward + optimizer step (compute). On CUDA the compute is
+timed with CUDA events on the compute stream, and each step waits for that stream alone:
+a whole-device sync would also wait for work queued on other streams (DALI's prefetch of
+later batches, the prefetcher's copies) and charge it to the current step. The data-wait
+is the step's wall time less the compute stream's time. data_stall_pct = data-wait /
+(data-wait + compute) over the timed steps. A loader that yields no batch in an epoch
+(fewer videos than one batch: batches drop the last partial one) is an error, exit 2.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,18 +33,88 @@ COLUMNS = ["model", "backend", "workers", "batch_size", "clip_len", "size", "ste
            "sm_util", "nvdec_util", "skipped", "status"]
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class NoBatches(ValueError):
+    """The loader yields no batch: the benchmark would wait forever."""
 
 
 def _batches(loader, device, transform):
-    """Endless device batches, one epoch after another."""
+    """Endless device batches, one epoch after another; an epoch with none raises."""
     epoch = 0
     while True:
         loader.set_epoch(epoch)
-        yield from DevicePrefetcher(loader, device, transform=transform)
+        got = 0
+        for batch in DevicePrefetcher(loader, device, transform=transform):
+            got += 1
+            yield batch
+        if not got:
+            raise NoBatches(f"epoch {epoch} of the {loader.backend} loader yielded no batch "
+                            f"({len(loader.skipped)} files skipped)")
         epoch += 1
+
+
+class HostClock:
+    """CPU steps: the wall clock around the batch fetch and around the compute."""
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def data_ready(self) -> None:
+        self.t1 = time.perf_counter()
+
+    def end(self) -> tuple[float, float]:
+        """(data-wait ms, compute ms) of the step."""
+        t2 = time.perf_counter()
+        return (self.t1 - self.t0) * 1e3, (t2 - self.t1) * 1e3
+
+
+class StreamClock:
+    """CUDA steps: events on the compute stream. Compute = the stream's time from the batch
+    being ready (its transforms done) to the optimizer step done; the host waits for that
+    event only, never for the whole device (other streams' prefetch is not this step's)."""
+
+    def __init__(self, device: torch.device):
+        self.stream = torch.cuda.current_stream(device)
+
+    def _event(self):
+        ev = torch.cuda.Event(enable_timing=True)
+        ev.record(self.stream)
+        return ev
+
+    def start(self) -> None:
+        self.t0 = time.perf_counter()  # the previous step's end event has completed
+
+    def data_ready(self) -> None:
+        self.ready = self._event()
+
+    def end(self) -> tuple[float, float]:
+        done = self._event()
+        done.synchronize()
+        wall = (time.perf_counter() - self.t0) * 1e3
+        compute = self.ready.elapsed_time(done)
+        return max(0.0, wall - compute), compute
+
+
+def step_clock(device: torch.device) -> HostClock | StreamClock:
+    return StreamClock(device) if device.type == "cuda" else HostClock()
+
+
+def timed_steps(batches, step, clock, *, warmup: int, steps: int, progress=None):
+    """Run ``warmup + steps`` steps of ``step(batch)``; (waits ms, computes ms, clips) of the
+    timed ones."""
+    waits, computes, clips = [], [], 0
+    for i in range(warmup + steps):
+        clock.start()
+        batch = next(batches)
+        clock.data_ready()
+        step(batch)
+        wait, compute = clock.end()
+        if i >= warmup:
+            waits.append(wait)
+            computes.append(compute)
+            clips += batch["clip"].shape[0]
+        if progress is not None:
+            progress.update()
+    return waits, computes, clips
 
 
 def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
@@ -49,32 +124,28 @@ def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
                           strategy="random_window", frame_size=(args.frame_size, args.frame_size),
                           backend=backend, num_workers=args.workers, shuffle=True, drop_last=True,
                           device=device, seed=0)
+    if len(loader) == 0:
+        raise NoBatches(f"{manifest.source}: {len(manifest)} videos make no full batch of "
+                        f"{args.batch_size} (the last partial batch is dropped): pass --batch-size "
+                        f"{len(manifest)} or less, or more videos")
     model = create_model(args.model, num_classes=max(2, len(manifest.classes))).to(device)
     step_model = optimize(model, channels_last=args.channels_last, amp=args.amp, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     transform = ClipTransform(args.size, train=True)
     batches = _batches(loader, device, transform)
-    waits, computes, clips = [], [], 0
-    total = args.warmup_steps + args.steps
-    with Telemetry() as tel:
-        for step in tqdm(range(total), desc=f"{args.model} / {loader.backend}", unit="step", leave=False):
-            _sync(device)
-            t0 = time.perf_counter()
-            batch = next(batches)
-            _sync(device)
-            t1 = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(step_model(batch["clip"]), batch["label"])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            _sync(device)
-            t2 = time.perf_counter()
-            if step >= args.warmup_steps:
-                waits.append((t1 - t0) * 1e3)
-                computes.append((t2 - t1) * 1e3)
-                clips += batch["clip"].shape[0]
+
+    def step(batch) -> None:
+        loss = torch.nn.functional.cross_entropy(step_model(batch["clip"]), batch["label"])
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    with Telemetry() as tel, tqdm(total=args.warmup_steps + args.steps, unit="step", leave=False,
+                                  desc=f"{args.model} / {loader.backend}") as bar:
+        waits, computes, clips = timed_steps(batches, step, step_clock(device), warmup=args.warmup_steps,
+                                             steps=args.steps, progress=bar)
     wait, compute = summarize_ms(waits), summarize_ms(computes)
     total_ms = sum(waits) + sum(computes)
     return {"model": args.model, "backend": loader.backend, "backend_reason": loader.reason,
@@ -84,7 +155,9 @@ def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
             "data_wait_ms_mean": wait["mean_ms"], "data_wait_p95_ms": wait["p95_ms"],
             "compute_ms_mean": compute["mean_ms"], "compute_std_ms": compute["std_ms"],
             "data_stall_pct": 100 * sum(waits) / total_ms, "skipped": len(loader.skipped),
-            "skipped_files": loader.skipped, "status": "ok", **tel.summary()}
+            "skipped_files": loader.skipped, "status": "ok",
+            "timing": "cuda events on the compute stream" if device.type == "cuda" else "wall clock",
+            **tel.summary()}
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
@@ -136,6 +209,9 @@ def main(args) -> int:
         try:
             with cpu_threads(args.threads):
                 rows.append(bench_backend(manifest, backend, args, device))
+        except NoBatches as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
                          "reason": str(e).splitlines()[0]})

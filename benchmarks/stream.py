@@ -117,26 +117,64 @@ class FrameSource:
             self._thread.join()
 
 
+class StagingRing:
+    """Pinned host buffers for the frame uploads, used round robin.
+
+    A ``non_blocking`` copy from pinned memory may still be reading its buffer when the next
+    frame arrives; refilling that buffer then would corrupt the frame in flight. So each
+    copy records an event, and a buffer is refilled only after the event of its previous
+    copy has completed (with ``slots`` buffers that wait is ``slots - 1`` frames old and
+    normally already over).
+    """
+
+    def __init__(self, device: torch.device, *, slots: int = 3, pin: bool = True,
+                 event_factory: Callable[[], Any] | None = None):
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.device, self.pin = device, pin
+        self.buffers: list[torch.Tensor | None] = [None] * slots
+        self.events: list[Any] = [None] * slots
+        self._event = event_factory or torch.cuda.Event
+        self._next = 0
+
+    def upload(self, frame: np.ndarray) -> torch.Tensor:
+        """``frame`` on the device (uint8), copied asynchronously from a free pinned buffer."""
+        t = torch.from_numpy(frame)
+        k, self._next = self._next, (self._next + 1) % len(self.buffers)
+        if self.events[k] is not None:
+            self.events[k].synchronize()  # its last copy has finished reading the buffer
+        buf = self.buffers[k]
+        if buf is None or buf.shape != t.shape:
+            buf = self.buffers[k] = torch.empty(t.shape, dtype=torch.uint8, pin_memory=self.pin)
+        buf.copy_(t)
+        out = buf.to(self.device, non_blocking=True)
+        self.events[k] = self._event()
+        self.events[k].record()  # on the current stream, behind the copy
+        return out
+
+
 class RingBuffer:
-    """The last ``clip_len`` preprocessed frames on the device; ``clip()`` in time order."""
+    """The last ``clip_len`` preprocessed frames on the device; ``clip()`` in time order.
+
+    ``staging``: how frames reach the device; default a :class:`StagingRing` on CUDA, and
+    none on the CPU (the frame is used where it is).
+    """
 
     def __init__(self, clip_len: int, size: int, device: torch.device, *,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 staging: StagingRing | None = None):
         self.clip_len, self.size, self.device = clip_len, size, device
         self.frames = torch.zeros(clip_len, 3, size, size, device=device)
         self.mean = torch.tensor(mean, device=device).view(3, 1, 1)
         self.std = torch.tensor(std, device=device).view(3, 1, 1)
         self.count = 0
-        self._staging: torch.Tensor | None = None
+        self.staging = staging if staging is not None else \
+            StagingRing(device) if device.type == "cuda" else None
 
     def _to_device(self, frame: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(frame)
-        if self.device.type != "cuda":
-            return t
-        if self._staging is None or self._staging.shape != t.shape:
-            self._staging = torch.empty(t.shape, dtype=torch.uint8).pin_memory()
-        self._staging.copy_(t)
-        return self._staging.to(self.device, non_blocking=True)
+        if self.staging is None:
+            return torch.from_numpy(frame)
+        return self.staging.upload(frame)
 
     def push(self, frame: np.ndarray) -> None:
         """uint8 (H, W, 3) -> device, centre square crop, resize, float, normalise."""

@@ -70,3 +70,46 @@ def test_stream_command_on_a_real_video(tmp_path):
     assert 0 < ok["latency_p50_ms"] <= ok["latency_p95_ms"] <= ok["latency_p99_ms"]
     assert skipped["status"] == "skipped" and "CUDA" in skipped["reason"]
     assert "Latency p50 (ms)" in (tmp_path / "stream.md").read_text()
+
+
+class FakeEvent:
+    """torch.cuda.Event stand-in: logs record / synchronize with its serial number."""
+
+    log: list = []
+    made = 0
+
+    def __init__(self):
+        FakeEvent.made += 1
+        self.n = FakeEvent.made
+
+    def record(self, stream=None):
+        FakeEvent.log.append(("record", self.n))
+
+    def synchronize(self):
+        FakeEvent.log.append(("sync", self.n))
+
+
+def test_staging_buffers_are_not_refilled_while_their_copy_may_run():
+    from benchmarks.stream import StagingRing
+
+    FakeEvent.log, FakeEvent.made = [], 0
+    staging = StagingRing(torch.device("cpu"), slots=2, pin=False, event_factory=FakeEvent)
+    ring = RingBuffer(4, 8, torch.device("cpu"), mean=(0, 0, 0), std=(1, 1, 1), staging=staging)
+    ptrs = []
+    for k in range(6):
+        ring.push(np.full((10, 12, 3), k, dtype=np.uint8))
+        ptrs.append(staging.buffers[k % 2].data_ptr())
+    # two buffers in turn; before buffer k is refilled, the event of its last copy is waited on
+    assert ptrs[0] != ptrs[1] and ptrs[0::2] == [ptrs[0]] * 3 and ptrs[1::2] == [ptrs[1]] * 3
+    assert FakeEvent.log == [("record", 1), ("record", 2), ("sync", 1), ("record", 3), ("sync", 2),
+                             ("record", 4), ("sync", 3), ("record", 5), ("sync", 4), ("record", 6)]
+    assert ring.clip()[0, 0, :, 0, 0].mul(255).round().tolist() == [2, 3, 4, 5]
+
+
+def test_cuda_ring_buffer_stages_through_a_ring():
+    from benchmarks.stream import StagingRing
+
+    if not torch.cuda.is_available():
+        assert RingBuffer(4, 8, torch.device("cpu")).staging is None
+        pytest.skip("the CUDA default needs CUDA")
+    assert isinstance(RingBuffer(4, 8, torch.device("cuda")).staging, StagingRing)

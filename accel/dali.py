@@ -55,9 +55,11 @@ Why these choices
 Error policy
 ------------
 * A file the probe rejects (cannot open, no video, no frames) is skipped and reported, or
-  raised under ``on_error="raise"``. A file whose codec DALI's device cannot decode (CPU: all
-  but VP8/VP9/MJPEG; GPU: e.g. ProRes) and frame folders go to the CPU decoder ``fallback``
-  (default: the best CPU backend), and through the same DALI augmentation afterwards.
+  raised under ``on_error="raise"``. A file DALI's device cannot decode (CPU: all but
+  VP8/VP9/MJPEG; GPU: a codec this GPU's NVDEC lacks, e.g. AV1 on Hopper, or a size outside
+  NVDEC's limits, e.g. HEVC under 144x144: :func:`dali_route`) and frame folders go to the
+  CPU decoder ``fallback`` (default: the best CPU backend) before DALI sees them, and
+  through the same DALI augmentation afterwards.
 * A batch DALI fails on (or that gives no output within ``pipeline_timeout_s``: a stalled
   pipeline, waited for on a daemon thread; DALI releases the GIL while it waits) is replayed sample by sample on a fresh pipeline; the sample that fails alone goes
   to the CPU fallback (or is skipped / raised with DALI's reason). More than
@@ -91,6 +93,53 @@ DALI_DEVICES = ("gpu", "cpu")
 DALI_CODECS = {"cpu": frozenset({"vp8", "vp9", "mjpeg"}),
                "gpu": frozenset({"vp8", "vp9", "mjpeg", "h264", "hevc", "av1", "mpeg4"})}
 ON_ERROR = ("skip", "raise")
+
+# What NVDEC itself decodes, by the GPU's compute capability (NVIDIA's NVDEC support
+# matrix, Video Codec SDK): each entry holds from that capability up to the next one.
+# Hopper (9.0: H100 / H200) and A100 (8.0) have no AV1 decoder; GA10x (8.6), Ada (8.9) and
+# Blackwell (10.0+) do. Codecs DALI accepts but left out here (VP8, MJPEG) go to the CPU
+# fallback: unverified on NVDEC, and a file DALI fails on counts toward max_failures.
+_NVDEC_BASE = frozenset({"h264", "hevc", "vp9", "mpeg4"})
+NVDEC_CODECS: tuple[tuple[tuple[int, int], frozenset[str]], ...] = (
+    ((6, 0), frozenset({"h264", "hevc", "mpeg4"})),
+    ((7, 0), _NVDEC_BASE),
+    ((8, 6), _NVDEC_BASE | {"av1"}),
+    ((9, 0), _NVDEC_BASE),
+    ((10, 0), _NVDEC_BASE | {"av1"}),
+)
+# NVDEC's coded-size limits per codec, (min width, min height, max width, max height) in
+# pixels; a file outside them fails inside DALI.
+NVDEC_SIZES = {"h264": (48, 16, 4096, 4096), "hevc": (144, 144, 8192, 8192),
+               "vp9": (128, 128, 8192, 8192), "av1": (128, 128, 8192, 8192),
+               "mpeg4": (48, 16, 2032, 2032)}
+
+
+def nvdec_codecs(capability: tuple[int, int]) -> frozenset[str]:
+    """The codecs NVDEC decodes on a GPU of this compute capability (none before 6.0)."""
+    found: frozenset[str] = frozenset()
+    for since, codecs in NVDEC_CODECS:
+        if tuple(capability) >= since:
+            found = codecs
+    return found
+
+
+def dali_route(probe: "VideoProbe", device: str, capability: tuple[int, int] | None = None) -> str | None:
+    """None when DALI on ``device`` can decode this file; else why it goes to the CPU
+    fallback. ``capability``: the GPU's compute capability (``device="gpu"``)."""
+    if device == "cpu" or capability is None:
+        return None if probe.codec in DALI_CODECS[device] else \
+            f"codec {probe.codec} is not decoded by DALI on {device}"
+    cc = ".".join(map(str, capability))
+    if probe.codec not in DALI_CODECS["gpu"] or probe.codec not in nvdec_codecs(capability):
+        return f"codec {probe.codec} is not decoded by NVDEC on compute capability {cc}"
+    min_w, min_h, max_w, max_h = NVDEC_SIZES[probe.codec]
+    if probe.width < min_w or probe.height < min_h:
+        return (f"{probe.width}x{probe.height} is below NVDEC's {probe.codec} minimum "
+                f"{min_w}x{min_h}")
+    if probe.width > max_w or probe.height > max_h:
+        return (f"{probe.width}x{probe.height} is above NVDEC's {probe.codec} maximum "
+                f"{max_w}x{max_h}")
+    return None
 
 
 class DaliUnavailable(RuntimeError):
@@ -376,6 +425,8 @@ class DaliClipLoader:
         self.device_id = (device_id if device_id is not None else torch.cuda.current_device()) \
             if device == "gpu" else None
         self.torch_device = torch.device("cuda", self.device_id) if device == "gpu" else torch.device("cpu")
+        # NVDEC's codecs and sizes depend on the GPU generation (dali_route)
+        self.capability = torch.cuda.get_device_capability(self.device_id) if device == "gpu" else None
         self.sampler, self.shuffle = sampler, shuffle
         self.shard_id, self.num_shards, self.drop_last = shard_id, num_shards, drop_last
         self.on_error = on_error
@@ -479,8 +530,9 @@ class DaliClipLoader:
             except (VideoDecodeError, ValueError) as e:
                 self._fail(group, s, e.reason if isinstance(e, VideoDecodeError) else f"ValueError: {e}")
                 continue
-            if probe.codec not in DALI_CODECS[self.device]:
-                group.cpu.append((s, f"codec {probe.codec} is not decoded by DALI on {self.device}"))
+            why = dali_route(probe, self.device, self.capability)
+            if why:  # before DALI sees it: a DALI failure would count toward max_failures
+                group.cpu.append((s, why))
                 continue
             try:
                 s.data = np.fromfile(item.path, dtype=np.uint8)
@@ -789,4 +841,5 @@ def make_dali_loader(manifest: Manifest, **kwargs) -> DaliClipLoader:
 
 __all__ = ["DaliClipLoader", "DaliAugment", "DaliUnavailable", "VideoProbe", "probe_video",
            "dali_unavailable_reason", "dali_unavailable_message", "dali_installed", "import_dali", "make_dali_loader",
-           "DALI_CODECS", "INSTALL_HINT", "decode_frames"]
+           "DALI_CODECS", "NVDEC_CODECS", "NVDEC_SIZES", "nvdec_codecs", "dali_route", "INSTALL_HINT",
+           "decode_frames"]

@@ -466,6 +466,52 @@ def test_fallback_clips_get_the_same_augmentation_path(vp9_videos, h264_video):
     assert torch.isfinite(clip).all() and clip.float().abs().mean() < 3
 
 
+# --------------------------------------------------------------------------- NVDEC routing
+@pytest.mark.parametrize("codec, size, capability, routed", [
+    ("av1", (640, 360), (9, 0), "not decoded by NVDEC on compute capability 9.0"),  # Hopper
+    ("av1", (640, 360), (8, 9), None),                                             # Ada
+    ("av1", (640, 360), (8, 0), "not decoded by NVDEC"),                           # A100
+    ("hevc", (64, 64), (9, 0), "64x64 is below NVDEC's hevc minimum 144x144"),
+    ("hevc", (256, 144), (9, 0), None),
+    ("h264", (32, 64), (9, 0), "below NVDEC's h264 minimum 48x16"),
+    ("h264", (64, 64), (9, 0), None),
+    ("h264", (4096, 4608), (9, 0), "above NVDEC's h264 maximum 4096x4096"),
+    ("vp9", (96, 96), (9, 0), "below NVDEC's vp9 minimum 128x128"),
+    ("vp8", (640, 360), (9, 0), "not decoded by NVDEC"),
+    ("prores", (640, 360), (9, 0), "not decoded by NVDEC"),
+])
+def test_dali_route_by_compute_capability_and_size(codec, size, capability, routed):
+    from accel.dali import VideoProbe, dali_route
+
+    why = dali_route(VideoProbe(100, codec, size[1], size[0]), "gpu", capability)
+    assert why is None if routed is None else routed in why
+
+
+def test_dali_route_on_dalis_cpu_decoder():
+    from accel.dali import VideoProbe, dali_route
+
+    assert dali_route(VideoProbe(10, "vp9", 64, 64), "cpu") is None
+    assert "not decoded by DALI on cpu" in dali_route(VideoProbe(10, "h264", 64, 64), "cpu")
+
+
+@needs_dali
+def test_small_hevc_goes_to_the_fallback_before_dali_sees_it(tmp_path):
+    """On an H100 (9.0) a 64x64 HEVC file would fail inside NVDEC: the loader's planning
+    routes it to the CPU fallback; H.264 of the same size stays on DALI."""
+    from accel.dali import _Unit
+
+    if not encoder_available("hevc"):
+        pytest.skip("no HEVC encoder here")
+    h264 = write_index_video(tmp_path / "h264.mp4", 20, width=64, height=64, codec="h264")
+    hevc = write_index_video(tmp_path / "hevc.mp4", 20, width=64, height=64, codec="hevc")
+    loader = dali_loader(manifest_of([h264, hevc]), batch_size=2)
+    loader.device, loader.capability = "gpu", (9, 0)  # planning only: nothing is decoded here
+    good = loader._prepare(_Unit(0, positions=[0, 1]))
+    assert [s.path for s in good] == [str(h264)]
+    ((s, why),) = loader._groups[0].cpu
+    assert s.path == str(hevc) and "below NVDEC's hevc minimum 144x144" in why
+
+
 # --------------------------------------------------------------------------- GPU (NVDEC)
 H264_CASES = [("h264", 1, 0), ("h264", 30, 2), ("h264", 250, 3), ("hevc", 30, 2)]
 
@@ -474,13 +520,16 @@ H264_CASES = [("h264", 1, 0), ("h264", 30, 2), ("h264", 250, 3), ("hevc", 30, 2)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @needs_dali
 @pytest.mark.parametrize("case", H264_CASES, ids=lambda c: f"{c[0]}_gop{c[1]}_b{c[2]}")
-def test_gpu_nvdec_frames_equal_cpu_backends(index_videos, case):
+def test_gpu_nvdec_frames_equal_cpu_backends(index_videos, case, tmp_path):
     """H.264 / HEVC (B-frames, every keyframe interval) on NVDEC: the same frames as PyAV."""
     from accel.dali import decode_frames
 
     if case not in index_videos:
         pytest.skip(f"no {case[0]} encoder here")
     path = index_videos[case]
+    if case[0] == "hevc":  # NVDEC decodes HEVC from 144x144 up; the shared index videos are 64x64
+        path = write_index_video(tmp_path / "hevc_256x144.mp4", 300, width=256, height=144,
+                                 codec="hevc", gop=case[1], bframes=case[2])
     indices = [5, 0, 17, 17, 90, 119, 299, 150, 151, 3]
     (got,) = decode_frames([(str(path), indices)], device="gpu")
     assert frame_ids(got) == indices

@@ -11,6 +11,7 @@ Writes ``metrics.json``, PNG plots and ``test_predictions.csv`` to ``--log_dir``
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -84,16 +85,14 @@ def build_runner(args, model, settings: EvalSettings, device: torch.device, log_
 
     path = Path(args.exported) if args.exported else log_dir / f"model{SUFFIX[args.backend]}"
     if args.exported is None:
-        example = torch.randn(settings.batch_size, 3, settings.clip_len, settings.size, settings.size,
-                              device=device)
-        model = model.to(device)
+        example = torch.randn(settings.batch_size, 3, settings.clip_len, settings.size, settings.size)
         t0 = time.perf_counter()
-        if args.backend == "onnx":
-            result = export.export_onnx(model, example.cpu(), path)
+        if args.backend == "onnx":  # exported on the CPU: a CPU copy of the model, a CPU example
+            result = export.export_onnx(copy.deepcopy(model).cpu(), example, path)
         elif args.backend == "aoti":
-            result = export.export_aoti(model, example, path)
+            result = export.export_aoti(model.to(device), example.to(device), path)
         else:
-            result = export.export_tensorrt(model, example, path)
+            result = export.export_tensorrt(model.to(device), example.to(device), path)
         print(f"exported {args.backend} -> {path} in {time.perf_counter() - t0:.1f} s; "
               f"parity vs eager: {result.parity}", flush=True)
     return export.load_exported(path, device)

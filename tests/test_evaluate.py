@@ -100,3 +100,31 @@ def test_onnx_runtime_matches_eager(trained, temporal_dataset, tmp_path):
     assert ev["runtime"] == "onnx"
     assert abs(ev["test"]["clip"]["accuracy"] - train_clip["accuracy"]) <= 0.25  # one near-tie may flip
     assert ev["test"]["clip"]["loss"] == pytest.approx(train_clip["loss"], abs=1e-4)
+
+
+def test_onnx_export_on_the_fly_uses_a_cpu_model_with_the_cpu_example(tmp_path, monkeypatch):
+    """--backend onnx without --exported on CUDA exported a CUDA model with a CPU example (a
+    device-mismatch traceback). 'meta' stands in for the GPU here."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from accel import export
+
+    spec = importlib.util.spec_from_file_location("evaluate_script", ROOT / "evaluate.py")
+    evaluate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(evaluate)
+    seen = {}
+
+    def fake_export(model, example, path):
+        seen["model"] = {p.device.type for p in model.parameters()}
+        seen["example"] = example.device.type
+        return SimpleNamespace(parity="ok")
+
+    monkeypatch.setattr(export, "export_onnx", fake_export)
+    monkeypatch.setattr(export, "load_exported", lambda path, device: ("runner", Path(path).name, device))
+    model = torch.nn.Linear(4, 2)
+    args = SimpleNamespace(backend="onnx", exported=None, channels_last=False)
+    settings = SimpleNamespace(batch_size=2, clip_len=4, size=8)
+    runner = evaluate.build_runner(args, model, settings, torch.device("meta"), tmp_path, None)
+    assert seen == {"model": {"cpu"}, "example": "cpu"}
+    assert runner == ("runner", "model.onnx", torch.device("meta"))

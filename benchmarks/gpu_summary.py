@@ -1,0 +1,135 @@
+"""SUMMARY.md of a ``scripts/gpu_check.sh`` results folder (run before it is packed).
+
+``python -m benchmarks.gpu_summary OUT``: the machine (preflight), one short section per
+step that produced results, and the step table last (the script prints this file last, so
+the table is the end of the call's output).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _records(out: Path, name: str) -> list[dict]:
+    data = _json(out / name)
+    return data.get("records", []) if isinstance(data, dict) else []
+
+
+def _num(value: Any, fmt: str = ".1f") -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else str(value if value is not None else "n/a")
+
+
+def machine(out: Path) -> list[str]:
+    pre, env = _json(out / "preflight.json") or {}, _json(out / "environment.json") or {}
+    counters = pre.get("nvml_counters") or {}
+    unsupported = [k for k, v in counters.items() if v != "ok"]
+    return [f"# GPU check {out.name} (tier {pre.get('tier', '?')})\n",
+            f"{pre.get('gpu', '?')} (compute capability {pre.get('capability', '?')}), driver "
+            f"{pre.get('driver', '?')}, torch {pre.get('torch', '?')} (CUDA {pre.get('torch_cuda', '?')}), "
+            f"DALI {pre.get('dali') or 'absent'}, {env.get('cpu_count', '?')} CPU cores, commit "
+            f"{env.get('git_commit', '?')}, {env.get('timestamp', '?')}",
+            f"libnvcuvid: {pre.get('libnvcuvid') or 'not found'}; NVML counters unsupported: "
+            f"{', '.join(unsupported) or 'none'}; CPU decoders: {pre.get('cpu_decoders', '?')}\n"]
+
+
+def models(out: Path) -> list[str]:
+    rows = _records(out, "models_runtime.json") + _records(out, "models_exports.json") \
+        + _records(out, "models_all.json") + _records(out, "train_amp.json")
+    if not rows:
+        return []
+    lines = ["## Models (ms per clip; max |diff| vs eager fp32)\n", "| model | mode | variant | ms/clip | p99 ms | max diff | status |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.get('model')} | {r.get('mode', 'infer')} | {r.get('variant')} | {_num(r.get('ms_per_clip'), '.2f')} | "
+                     f"{_num(r.get('p99_ms'))} | {_num(r.get('max_abs_diff'), '.1e')} | {r.get('status')} "
+                     f"{r.get('reason', '') if r.get('status') != 'ok' else ''}|")
+    return lines + [""]
+
+
+def training(out: Path) -> list[str]:
+    lines = []
+    for name in ("train_stall.json", "train_stall_dali.json"):
+        for r in _records(out, name):
+            lines.append(f"- {r.get('backend')}: stall {_num(r.get('data_stall_pct'))}% of step time, "
+                         f"{_num(r.get('clips_per_s'))} clips/s, step {_num(r.get('step_ms_mean'))} ms "
+                         f"(data wait {_num(r.get('data_wait_ms_mean'))} ms, {r.get('timing', '')}; NVDEC "
+                         f"{_num(r.get('nvdec_util'))}%)" if r.get("status") == "ok"
+                         else f"- {r.get('backend')}: {r.get('status')} ({r.get('reason', '')})")
+    nccl = _json(out / "nccl" / "metrics.json")
+    if isinstance(nccl, dict):
+        cfg = nccl.get("config", {})
+        lines.append(f"- NCCL (torchrun, {cfg.get('world_size', '?')} process, amp {cfg.get('amp', '?')}): "
+                     f"{len(nccl.get('epochs', []))} epoch(s) trained")
+    return (["## Training\n"] + lines + [""]) if lines else []
+
+
+def stream(out: Path) -> list[str]:
+    rows = _records(out, "stream.json")
+    if not rows:
+        return []
+    return ["## Streaming at 30 fps (latency frame arrival -> logits)\n"] + [
+        f"- {r['model']} {r['variant']}: p50 {_num(r.get('latency_p50_ms'))} / p99 {_num(r.get('latency_p99_ms'))} ms, "
+        f"dropped {_num(r.get('drop_pct'))}%" if r.get("status") == "ok"
+        else f"- {r.get('model')} {r.get('variant')}: {r.get('status')} ({r.get('reason', '')})" for r in rows] + [""]
+
+
+def dali(out: Path) -> list[str]:
+    lines = []
+    frames = _json(out / "dali_frames.json")
+    for r in (frames or {}).get("records", []):
+        lines.append(f"- {r['file']}: {'pass' if r.get('pass') else 'FAIL'} (frames exact {r.get('frames_exact', 'n/a')}, "
+                     f"mean |diff| {_num(r.get('mean_abs'), '.2f')})" + (f": {r['error']}" if r.get("error") else ""))
+    for r in _records(out, "loaders_720p.json"):
+        if r.get("status") == "ok" and not str(r.get("backend")).startswith("raw_"):
+            lines.append(f"- loader {r['backend']}: {_num(r.get('clips_per_s'))} clips/s (NVDEC {_num(r.get('nvdec_util'))}%)")
+    return (["## DALI\n"] + lines + [""]) if lines else []
+
+
+def telemetry(out: Path) -> list[str]:
+    tel = _json(out / "telemetry.json")
+    if not isinstance(tel, dict):
+        return []
+    s = tel.get("summary", {})
+    keys = ("telemetry_samples", "sm_util", "nvdec_util", "gpu_mem_mb", "power_w", "cpu_util")
+    return ["## Telemetry over the run (2 Hz)\n", ", ".join(f"{k} {_num(s.get(k))}" for k in keys), ""]
+
+
+def steps(out: Path) -> list[str]:
+    lines = ["## Steps\n", "| step | status | seconds | limit |", "|---|---|---|---|"]
+    path = out / "steps.tsv"
+    if path.is_file():
+        with path.open() as f:
+            for row in csv.DictReader(f, delimiter="\t"):
+                lines.append(f"| {row['step']} | {row['status']} | {row['seconds']} | {row['limit_s']} |")
+    return lines
+
+
+def write_summary(out: Path) -> Path:
+    sections = [machine, models, training, stream, dali, telemetry, steps]  # the step table last
+    text = "\n".join(line for section in sections for line in section(out)) + "\n"
+    path = out / "SUMMARY.md"
+    path.write_text(text)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not Path(argv[0]).is_dir():
+        print("usage: python -m benchmarks.gpu_summary RESULTS_DIR (an existing folder)", file=sys.stderr)
+        return 2
+    print(write_summary(Path(argv[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

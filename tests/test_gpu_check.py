@@ -103,11 +103,13 @@ def test_train_helpers_parse_in_their_commands():
     assert parsed.model == "r2plus1d_18" and parsed.device == "cuda"
 
 
-def test_nccl_step_parses_with_train_py():
+def test_nccl_step_parses_with_train_py(monkeypatch):
     import importlib.util
+    import sys
 
     spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
     train = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "train_script", train)  # its dataclasses look it up
     spec.loader.exec_module(train)
 
     call = helper_body("step_nccl").split("train.py", 1)[1]

@@ -65,7 +65,7 @@ def training(out: Path) -> list[str]:
                          f"(data wait {_num(r.get('data_wait_ms_mean'))} ms, {r.get('timing', '')}; NVDEC "
                          f"{_num(r.get('nvdec_util'))}%)" if r.get("status") == "ok"
                          else f"- {r.get('backend')}: {r.get('status')} ({r.get('reason', '')})")
-    nccl = _json(out / "nccl" / "metrics.json")
+    nccl = _json(out / "nccl_metrics.json")
     if isinstance(nccl, dict):
         cfg = nccl.get("config", {})
         lines.append(f"- NCCL (torchrun, {cfg.get('world_size', '?')} process, amp {cfg.get('amp', '?')}): "

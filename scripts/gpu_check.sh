@@ -40,7 +40,7 @@ cd "$(dirname "$0")/.."
 usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "gpu_check.sh: $*" >&2; exit 2; }
 
-MAX_FILES=8 CORE_LIMIT_S=480
+MAX_FILES=8 MAX_FILE_MIB=16 CORE_LIMIT_S=480
 TIER=core OUT="" FULL=0 DRY=0 PACK="" BUDGET=${GPU_CHECK_BUDGET_S:-$CORE_LIMIT_S}
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -61,9 +61,10 @@ case "$TIER" in core|dali) ;; *) die "--tier must be core or dali, got '$TIER'" 
 case "$BUDGET" in ''|*[!0-9]*) die "--budget must be whole seconds, got '$BUDGET'" ;; esac
 
 # ---------------------------------------------------------------------------- packing
-# Everything in DIR but SUMMARY.md goes into DIR/results.tar.gz; at most MAX_FILES files stay.
+# Everything in DIR but SUMMARY.md goes into DIR/results.tar.gz; at most MAX_FILES files stay,
+# none over MAX_FILE_MIB (what one call can bring back).
 pack_results() {
-  local dir=$1 items n
+  local dir=$1 items n big
   [ -d "$dir" ] || { echo "gpu_check.sh: --pack $dir: no such folder" >&2; return 2; }
   mapfile -d '' items < <(cd "$dir" && find . -mindepth 1 -maxdepth 1 ! -name SUMMARY.md \
     ! -name results.tar.gz -printf '%P\0' | sort -z)
@@ -74,6 +75,8 @@ pack_results() {
   fi
   n=$(find "$dir" -type f | wc -l)
   [ "$n" -le "$MAX_FILES" ] || { echo "gpu_check.sh: $dir still holds $n files (> $MAX_FILES)" >&2; return 1; }
+  big=$(find "$dir" -type f -size +"${MAX_FILE_MIB}M" -printf '%P ')
+  [ -z "$big" ] || { echo "gpu_check.sh: over ${MAX_FILE_MIB} MiB, will not come back: $big" >&2; return 1; }
   echo "gpu_check.sh: packed $dir: $(cd "$dir" && find . -type f -printf '%P (%s bytes) ' | sort)"
 }
 if [ -n "$PACK" ]; then pack_results "$PACK"; exit $?; fi
@@ -311,9 +314,11 @@ step_train_stall_dali() { step_train_stall dali,pyav train_stall_dali; }
 step_nccl() {
   # One process group of one GPU over NCCL (what a multi-GPU run initialises), fp16 with a
   # GradScaler, one epoch of the small synthetic dataset.
+  # Its checkpoints (~45 MB) stay outside --out with the exports; the metrics come back.
   "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 train.py --data_dir "$SYNTH" \
-    --out_dir "$OUT/nccl" --device cuda --amp fp16 --model tsm_resnet18 --clip_len 8 --size 64 \
-    --batch_size 8 --epochs 1 --num_workers 4 --no_progress --no_tensorboard
+    --out_dir "$EXPORTS/nccl" --device cuda --amp fp16 --model tsm_resnet18 --clip_len 8 --size 64 \
+    --batch_size 8 --epochs 1 --num_workers 4 --no_progress --no_tensorboard \
+    && cp "$EXPORTS/nccl/metrics.json" "$OUT/nccl_metrics.json"
 }
 export -f step_dali_frames step_train_stall step_train_stall_cpu step_train_stall_dali step_nccl
 

@@ -113,7 +113,9 @@ def test_nccl_step_parses_with_train_py(monkeypatch):
     spec.loader.exec_module(train)
 
     call = helper_body("step_nccl").split("train.py", 1)[1]
-    for var, value in {'"$SYNTH"': "/synth", '"$OUT/nccl"': "/out/nccl"}.items():
+    assert '"$EXPORTS/nccl"' in call  # checkpoints stay outside --out
+    call = call.split("&&", 1)[0]
+    for var, value in {'"$SYNTH"': "/synth", '"$EXPORTS/nccl"': "/exports/nccl"}.items():
         call = call.replace(var, value)
     args = train.get_args_parser().parse_args(shlex.split(call))
     assert args.amp == "fp16" and args.device == "cuda"
@@ -187,3 +189,11 @@ def test_summary_sections_and_the_step_table_last(tmp_path):
     assert "NVIDIA H200" in text and "unsupported: encoder" in text
     assert "p50 5.0 / p99 9.5 ms" in text and "stall 61.0%" in text
     assert text.rstrip().splitlines()[-2:] == ["| stream | ok | 40 | 45 |", "| nccl | timed out | 30 | 30 |"]
+
+
+def test_pack_refuses_a_result_too_big_to_come_back(tmp_path):
+    out = tmp_path / "out"
+    results_folder(out)
+    (out / "logs" / "huge.bin").write_bytes(os.urandom(17 * 2**20))  # incompressible
+    r = run("--pack", out)
+    assert r.returncode == 1 and "over 16 MiB" in r.stderr and "results.tar.gz" in r.stderr

@@ -46,8 +46,8 @@ def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     copy has completed, so the caller may drop ``host`` at once.
     """
     device = torch.device(device)
-    if device.type == "cpu":
-        return host
+    if device.type == "cpu" or host.device.type != "cpu":  # nothing to copy from the host
+        return host  # (a device tensor: e.g. a slice of ClipTransform's packed parameters)
     if device.type == "cuda":
         host = host.pin_memory()
     return host.to(device, non_blocking=True)

@@ -150,6 +150,8 @@ def test_single_ops_copy_at_most_once_non_blocking():
         assert len(c.copies) == 1 and c.copies[0][1], c.copies
 
 
-def test_to_device_is_a_no_op_on_cpu():
+def test_to_device_is_a_no_op_on_cpu_and_for_device_tensors():
     t = torch.arange(3.0)
     assert T.to_device(t, "cpu") is t
+    on_device = torch.empty(3, device="meta")  # e.g. a slice of the packed parameters: no pinning
+    assert T.to_device(on_device, "meta") is on_device

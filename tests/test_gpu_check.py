@@ -197,3 +197,47 @@ def test_pack_refuses_a_result_too_big_to_come_back(tmp_path):
     (out / "logs" / "huge.bin").write_bytes(os.urandom(17 * 2**20))  # incompressible
     r = run("--pack", out)
     assert r.returncode == 1 and "over 16 MiB" in r.stderr and "results.tar.gz" in r.stderr
+
+
+# --------------------------------------------------------------------------- device_kit.sh
+KIT_SCRIPT = ROOT / "scripts" / "device_kit.sh"
+
+
+def kit(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(KIT_SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT)
+
+
+def test_device_kit_check_prints_the_calls_for_a_kit(tmp_path):
+    """--check on a (tiny, fake) kit: the size check, the install line, one call per chunk."""
+    name = f".device_kit/test_{os.getpid()}"
+    root = ROOT / name
+    try:
+        (root / "core").mkdir(parents=True)
+        (root / "core" / "av-0-cp311-abi3-manylinux_2_28_x86_64.whl").write_bytes(b"x" * 1000)
+        (root / "dali").mkdir()
+        for part in ("part_00", "part_01"):
+            (root / "dali" / part).write_bytes(b"y" * 1000)
+        (root / "dali" / "dali_kit.sha256").write_text("0" * 64 + "\n")
+        (root / "dali" / "wheels.txt").write_text("nvidia_dali_cuda130-2.4.0-py3-none-manylinux_2_28_x86_64.whl\n")
+        r = kit("--kit", name, "--check", "--dali")
+        assert r.returncode == 0, r.stderr
+        assert "size check: tree" in r.stdout and "(limit 60 MiB)" in r.stdout
+        assert f"pip install -q --no-index --no-deps --target /tmp/site {name}/core/*.whl" in r.stdout
+        assert "PYTHONPATH=/tmp/site:$PWD bash scripts/gpu_check.sh" in r.stdout
+        calls = [line for line in r.stdout.splitlines() if line.strip().startswith("call ")]
+        assert len(calls) == 3 and f'"{name}/dali/part_01"' in calls[1]
+        assert "sha256sum -c" in calls[2] and "--tier dali" in calls[2]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("args", [["--kit", "/tmp/kit"], ["--kit", "scripts"], ["--bogus"]])
+def test_device_kit_bad_arguments(args):
+    r = kit(*args)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("device_kit.sh: ")
+
+
+def test_device_kit_check_without_a_kit_says_so():
+    r = kit("--kit", ".device_kit/none_here", "--check")
+    assert r.returncode == 1 and "run bash scripts/device_kit.sh" in r.stderr

@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .video_index import StreamIndex, VideoDecodeError, index_container, index_stream
+from .video_index import StreamIndex, VideoDecodeError, index_container, index_stream, open_container
 
 BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 # "auto" takes the first one that imports. torchcodec leads: maintained, exact by design, and
@@ -194,7 +194,7 @@ class PyAVReader(VideoReader):
     def _open(self) -> None:
         import av
 
-        self._container = av.open(self.path)
+        self._container = open_container(self.path)
         try:
             self._index = index = index_container(self._container, self.path, self.stream)
         except BaseException:

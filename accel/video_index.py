@@ -127,15 +127,26 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
 
 
 def index_stream(path: str, stream: int | None = None) -> StreamIndex:
-    """:func:`index_container` on a file it opens and closes; wraps PyAV's own errors."""
+    """:func:`index_container` on a file it opens and closes."""
+    with open_container(path) as container:
+        try:
+            return index_container(container, str(path), stream)
+        except VideoDecodeError:
+            raise
+        except Exception as e:  # a demux error part way: PyAV's types
+            raise VideoDecodeError(path, f"cannot read ({type(e).__name__}: {e})") from e
+
+
+def open_container(path: str):
+    """``av.open``, with FFmpeg's errors as :class:`VideoDecodeError` naming the file."""
     import av
 
     try:
-        with av.open(str(path)) as container:
-            return index_container(container, str(path), stream)
-    except VideoDecodeError:
-        raise
-    except Exception as e:  # PyAV's error types: the path and the reason matter
+        return av.open(str(path))
+    except av.error.InvalidDataError as e:  # text, an image FFmpeg cannot probe, a cut-off MP4
+        raise VideoDecodeError(path, f"no video stream (FFmpeg cannot read the file: "
+                                     f"{e.strerror})") from e
+    except Exception as e:  # PyAV's other error types: the path and the reason matter
         raise VideoDecodeError(path, f"cannot open ({type(e).__name__}: {e})") from e
 
 

@@ -210,3 +210,15 @@ def test_index_scan_costs_little_on_ordinary_mp4(index_videos):
     per_file_ms = (time.perf_counter() - start) / 5 * 1e3
     assert not index.decode_order and index.plain_colour and index.num_frames == 300
     assert per_file_ms < 100, per_file_ms  # generous: a loaded 2-core CI machine
+
+
+def test_dali_probe_counts_the_same_stream_and_routes_what_it_would_misread(real_world):
+    from accel.dali import probe_video
+
+    two = probe_video(str(real_world["two_streams.mp4"]))
+    assert (two.num_frames, two.codec, two.width) == (45, "h264", 64)  # the best stream
+    assert "2 video streams" in two.cpu_reason
+    packed = probe_video(str(real_world["packed_b.avi"]))
+    assert packed.num_frames == 60 and "decode order" in packed.cpu_reason
+    with pytest.raises(VideoDecodeError, match="no video frames"):
+        probe_video(str(real_world["zero_frames.mkv"]))

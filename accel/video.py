@@ -371,7 +371,7 @@ def _decord_reason(index: StreamIndex) -> str | None:
 
 
 class TorchCodecReader(VideoReader):
-    """torchcodec: exact seek mode (scans the file once), NHWC output, the chosen stream."""
+    """torchcodec: exact seeking on the shared index (its frame mappings), NHWC, the chosen stream."""
 
     backend = "torchcodec"
 
@@ -383,7 +383,9 @@ class TorchCodecReader(VideoReader):
         if why:
             return self._use_pyav(why)
         try:
-            self._decoder = VideoDecoder(self.path, stream_index=index.stream, seek_mode="exact",
+            # Our index as its frame mappings: exact seeking without torchcodec's own scan.
+            self._decoder = VideoDecoder(self.path, stream_index=index.stream,
+                                         custom_frame_mappings=index.frame_mappings(),
                                          dimension_order="NHWC", num_ffmpeg_threads=self.threads,
                                          device="cpu")
         except Exception as e:  # a codec the system FFmpeg lacks; torchcodec's own types

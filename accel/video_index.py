@@ -16,6 +16,7 @@ definitions the backends would otherwise each make their own way:
 from __future__ import annotations
 
 import fractions
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +50,7 @@ class StreamIndex:
     width: int
     height: int
     keys: np.ndarray            # per frame, sorted: pts, or dts where decode_order
+    durations: np.ndarray       # per frame, in the same order (0 where the container has none)
     keyframes: tuple[int, ...]  # frame indices of keyframes
     decode_order: bool          # frames indexed by decoder output order (AVI with reordering)
     keyframe_offsets_constant: bool  # every keyframe has the same pts - dts (decord's seek)
@@ -58,6 +60,14 @@ class StreamIndex:
     @property
     def num_frames(self) -> int:
         return int(self.keys.size)
+
+    def frame_mappings(self) -> str:
+        """The index as torchcodec's ``custom_frame_mappings`` JSON (so it skips its own scan)."""
+        key = np.zeros(self.num_frames, dtype=np.int64)
+        key[list(self.keyframes)] = 1
+        frames = [{"pts": p, "duration": d, "key_frame": k} for p, d, k in
+                  zip(self.keys.tolist(), self.durations.tolist(), key.tolist())]
+        return json.dumps({"frames": frames})
 
     @property
     def plain_colour(self) -> bool:
@@ -111,6 +121,7 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
         order = np.argsort(pts_a, kind="stable")
         keys = pts_a[order]
     keyframes = tuple(int(i) for i in np.flatnonzero(key_a[order])) or (0,)
+    durations_a = np.asarray(durations, dtype=np.int64)[order]
     offsets = {int(p - d) for p, d, k in zip(pts, dts, keyframe) if k}
     ctx = chosen.codec_context
     return StreamIndex(
@@ -120,9 +131,10 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
         pix_fmt=ctx.format.name if ctx.format is not None else None,
         full_range=int(ctx.color_range or 0) == _FULL_RANGE or (ctx.format is not None and
                                                               ctx.format.name.startswith("yuvj")),
-        width=int(ctx.width or 0), height=int(ctx.height or 0), keys=keys, keyframes=keyframes,
+        width=int(ctx.width or 0), height=int(ctx.height or 0), keys=keys, durations=durations_a,
+        keyframes=keyframes,
         decode_order=decode_order, keyframe_offsets_constant=len(offsets) <= 1,
-        fps=_fps(keys, np.asarray(durations, dtype=np.int64)[order], chosen),
+        fps=_fps(keys, durations_a, chosen),
         time_base=chosen.time_base)
 
 

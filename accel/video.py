@@ -90,6 +90,8 @@ class VideoReader(abc.ABC):
             raise self._error
         try:
             self._open()
+            if self._num_frames < 1:
+                raise VideoDecodeError(self.path, "no video frames")
         except VideoDecodeError as e:
             self._error = e
             raise
@@ -100,7 +102,13 @@ class VideoReader(abc.ABC):
 
     @abc.abstractmethod
     def _open(self) -> None:
-        """Open the file; set ``self._index`` (:class:`StreamIndex`) or call :meth:`_use_pyav`."""
+        """Open the file; set ``self._num_frames`` and ``self._fps`` (video readers: from
+        their :class:`StreamIndex`, with :meth:`_set_index`)."""
+
+    def _set_index(self, index: StreamIndex) -> StreamIndex:
+        self._index = index
+        self._num_frames, self._fps = index.num_frames, index.fps
+        return index
 
     @abc.abstractmethod
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
@@ -135,19 +143,20 @@ class VideoReader(abc.ABC):
     # -- public API ------------------------------------------------------------------
     def __len__(self) -> int:
         self._ensure_open()
-        return self._index.num_frames
+        return self._num_frames
 
     @property
     def fps(self) -> float:
         """Frames / duration of the stream (see :mod:`accel.video_index`), same on every backend."""
         self._ensure_open()
-        return self._index.fps
+        return self._fps
 
     @property
-    def stream_index(self) -> int:
-        """The container stream decoded (FFmpeg's ``-map 0:S``)."""
+    def stream_index(self) -> int | None:
+        """The container stream decoded (FFmpeg's ``-map 0:S``); None for a frame folder."""
         self._ensure_open()
-        return self._index.stream
+        index = getattr(self, "_index", None)
+        return index.stream if index is not None else None
 
     @property
     def decoder(self) -> str:
@@ -161,7 +170,7 @@ class VideoReader(abc.ABC):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size == 0:
             raise ValueError(f"{self.path}: get_frames needs at least one index")
-        n = self._index.num_frames
+        n = self._num_frames
         bad = idx[(idx < 0) | (idx >= n)]
         if bad.size:
             raise IndexError(f"{self.path}: frame indices {bad[:5].tolist()} out of range [0, {n})")
@@ -196,7 +205,7 @@ class PyAVReader(VideoReader):
 
         self._container = open_container(self.path)
         try:
-            self._index = index = index_container(self._container, self.path, self.stream)
+            index = self._set_index(index_container(self._container, self.path, self.stream))
         except BaseException:
             self._container.close()
             raise
@@ -337,7 +346,7 @@ class DecordReader(VideoReader):
     def _open(self) -> None:
         import decord
 
-        self._index = index = index_stream(self.path, self.stream)
+        index = self._set_index(index_stream(self.path, self.stream))
         why = _pyav_reason(index, self.backend) or _decord_reason(index)
         if why:
             return self._use_pyav(why)
@@ -378,7 +387,7 @@ class TorchCodecReader(VideoReader):
     def _open(self) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self._index = index = index_stream(self.path, self.stream)
+        index = self._set_index(index_stream(self.path, self.stream))
         why = _pyav_reason(index, self.backend)
         if why:
             return self._use_pyav(why)

@@ -1,6 +1,10 @@
 """``open_video``: exact frame access by index, with three CPU backends that agree bit for bit.
 
-Frame ``i`` is the i-th frame in presentation order. ``get_frames(indices)`` returns
+Frame ``i`` is the i-th frame in presentation order of the chosen stream (FFmpeg's best video
+stream unless ``stream=`` names another), as :mod:`accel.video_index` defines it for every
+backend. Where decord or torchcodec would return other frames or colours (decode-order AVI,
+>8-bit or full-range sources, a stream or codec they cannot read, decord's mis-seeks), they
+hand the file to PyAV with one warning naming it. ``get_frames(indices)`` returns
 exactly those frames, in the order asked (unsorted and repeated indices too), as a uint8
 tensor (T, H, W, C) in RGB. Each backend decodes only from the keyframe before each run of
 wanted frames, never the whole video.
@@ -323,8 +327,8 @@ def _first_at_or_after(frames, want: int):
     return None, None
 
 
-def _pyav_reason(index: StreamIndex, backend: str) -> str | None:
-    """Why ``backend`` (decord, torchcodec) would not return this stream's exact frames."""
+def _pyav_reason(index: StreamIndex) -> str | None:
+    """Why decord or torchcodec would not return this stream's exact frames."""
     if index.decode_order:
         return ("AVI without presentation timestamps (B-frames, packed or not): frames must be "
                 "indexed in decode order")
@@ -347,7 +351,7 @@ class DecordReader(VideoReader):
         import decord
 
         index = self._set_index(index_stream(self.path, self.stream))
-        why = _pyav_reason(index, self.backend) or _decord_reason(index)
+        why = _pyav_reason(index) or _decord_reason(index)
         if why:
             return self._use_pyav(why)
         try:
@@ -388,7 +392,7 @@ class TorchCodecReader(VideoReader):
         from torchcodec.decoders import VideoDecoder
 
         index = self._set_index(index_stream(self.path, self.stream))
-        why = _pyav_reason(index, self.backend)
+        why = _pyav_reason(index)
         if why:
             return self._use_pyav(why)
         try:

@@ -65,8 +65,11 @@ class StreamIndex:
         """The index as torchcodec's ``custom_frame_mappings`` JSON (so it skips its own scan)."""
         key = np.zeros(self.num_frames, dtype=np.int64)
         key[list(self.keyframes)] = 1
+        durations = self.durations.copy()
+        if self.num_frames > 1:  # a container without durations: the typical frame interval
+            durations[durations <= 0] = max(1, int(np.median(np.diff(self.keys))))
         frames = [{"pts": p, "duration": d, "key_frame": k} for p, d, k in
-                  zip(self.keys.tolist(), self.durations.tolist(), key.tolist())]
+                  zip(self.keys.tolist(), durations.tolist(), key.tolist())]
         return json.dumps({"frames": frames})
 
     @property
@@ -100,7 +103,7 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
     have nothing to decode, the same whichever backend asks.
     """
     chosen = choose_stream(container, path, stream)
-    best = container.streams.best("video") or chosen
+    best = chosen if stream is None else container.streams.best("video") or chosen
     pts, dts, durations, keyframe = [], [], [], []
     for packet in container.demux(chosen):
         if packet.size == 0 or packet.is_discard or (packet.pts is None and packet.dts is None):

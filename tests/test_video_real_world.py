@@ -222,3 +222,19 @@ def test_dali_probe_counts_the_same_stream_and_routes_what_it_would_misread(real
     assert packed.num_frames == 60 and "decode order" in packed.cpu_reason
     with pytest.raises(VideoDecodeError, match="no video frames"):
         probe_video(str(real_world["zero_frames.mkv"]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_dataset_reads_the_best_stream_and_the_packed_avi_exactly(real_world, backend):
+    from accel.data import Manifest, VideoClipDataset, VideoItem
+
+    items = [VideoItem(str(real_world["two_streams.mp4"]), 0), VideoItem(str(real_world["packed_b.avi"]), 1)]
+    dataset = VideoClipDataset(Manifest(items, ["a", "b"]), clip_len=8, backend=backend,
+                               on_error="raise", decode_timeout_s=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        two, packed = dataset[0], dataset[1]
+    assert two["clip"].shape == (8, 64, 64, 3)  # stream 1's size, not stream 0's 48x32
+    assert [read_frame_index(f) - 1000 for f in two["clip"].numpy()] == two["indices"].tolist()
+    assert two["indices"].max() > 29  # stream 1 has 45 frames, stream 0 only 30
+    assert [read_frame_index(f) for f in packed["clip"].numpy()] == packed["indices"].tolist()

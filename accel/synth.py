@@ -266,20 +266,30 @@ def write_packed_bframe_avi(path: str | Path, num_frames: int, *, width: int = 6
     return path
 
 
-def write_two_stream_video(path: str | Path, *, frames: tuple[int, int] = (30, 45)) -> Path:
-    """Two index-coded video streams: #0 MPEG-4 48x32 at 25 fps, #1 H.264 64x64 at 30 fps.
+_TWO_STREAM_OPTIONS = {"mpeg4": {"qscale": "3"}, "h264": {"crf": "18", "preset": "veryfast"},
+                       "hevc": {"crf": "18", "preset": "veryfast",
+                                "x265-params": "keyint=30:min-keyint=30:bframes=2:log-level=error"}}
+
+
+def write_two_stream_video(path: str | Path, *, frames: tuple[int, int] = (30, 45),
+                           codecs: tuple[str, str] = ("mpeg4", "h264")) -> Path:
+    """Two index-coded video streams: #0 48x32 at 25 fps, #1 64x64 at 30 fps (``codecs``:
+    each one of mpeg4, h264, hevc).
 
     Stream 1 carries the "default" disposition, so it is the best stream FFmpeg picks,
     though not the first. Stream 1's frames show their index + 1000.
     """
     import av
 
+    for codec in codecs:
+        if codec not in _TWO_STREAM_OPTIONS:
+            raise ValueError(f"codecs must be among {sorted(_TWO_STREAM_OPTIONS)}, got {codec!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
-        first = container.add_stream("mpeg4", rate=25, options={"qscale": "3"})
+        first = container.add_stream(CODECS[codecs[0]], rate=25, options=_TWO_STREAM_OPTIONS[codecs[0]])
         first.width, first.height, first.pix_fmt = 48, 32, "yuv420p"
-        second = container.add_stream("libx264", rate=30, options={"crf": "18", "preset": "veryfast"})
+        second = container.add_stream(CODECS[codecs[1]], rate=30, options=_TWO_STREAM_OPTIONS[codecs[1]])
         second.width, second.height, second.pix_fmt = 64, 64, "yuv420p"
         first.disposition = av.stream.Disposition(0)
         second.disposition = av.stream.Disposition.default

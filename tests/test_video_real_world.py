@@ -34,6 +34,8 @@ ENCODED = [("h264_10bit.mp4", "h264", "yuv420p10le"), ("hevc_10bit.mp4", "hevc",
 def real_world(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("real_world")
     files = {"two_streams.mp4": write_two_stream_video(root / "two_streams.mp4"),
+             "best_hevc.mp4": write_two_stream_video(root / "best_hevc.mp4", frames=(30, 90),
+                                                     codecs=("h264", "hevc")),
              "packed_b.avi": write_packed_bframe_avi(root / "packed_b.avi", 60),
              "vfr.mp4": write_video(root / "vfr.mp4", (index_frame(i, 64, 64) for i in range(FRAMES)),
                                     frame_durations_ms=[20, 100] * (FRAMES // 2)),
@@ -238,3 +240,16 @@ def test_the_dataset_reads_the_best_stream_and_the_packed_avi_exactly(real_world
     assert [read_frame_index(f) - 1000 for f in two["clip"].numpy()] == two["indices"].tolist()
     assert two["indices"].max() > 29  # stream 1 has 45 frames, stream 0 only 30
     assert [read_frame_index(f) for f in packed["clip"].numpy()] == packed["indices"].tolist()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_decord_guard_scans_the_stream_decord_decodes(real_world, backend):
+    """Best stream HEVC with B-frames (decord mis-seeks there), behind a plain H.264 stream 0."""
+    path = real_world["best_hevc.mp4"]
+    assert not index_stream(str(path)).keyframe_offsets_constant
+    assert index_stream(str(path), 0).keyframe_offsets_constant
+    reader = check_exact(path, backend, expect_stream=1, frames=90, fps=30, offset=1000)
+    if backend == "decord":
+        assert reader.decoder == "pyav"
+        with pytest.warns(UserWarning, match="best_hevc.mp4: decord mis-seeks"):
+            len(open_video(path, backend))

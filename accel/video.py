@@ -205,8 +205,6 @@ class PyAVReader(VideoReader):
     backend = "pyav"
 
     def _open(self) -> None:
-        import av
-
         self._container = open_container(self.path)
         try:
             index = self._set_index(index_container(self._container, self.path, self.stream))
@@ -224,7 +222,7 @@ class PyAVReader(VideoReader):
 
     def _decoder_delay(self) -> int:
         """dts ticks between the first packet and the first frame the decoder puts out."""
-        for index, frame in self._frames_from(0, frozenset(), raw=True):
+        for _, frame in self._frames_from(0, frozenset(), raw=True):
             return int(frame.dts) - int(self._index.keys[0])
         raise VideoDecodeError(self.path, "no video frames")
 
@@ -255,6 +253,7 @@ class PyAVReader(VideoReader):
         decode_order = self._index.decode_order
         skip = bool(wanted) and self.threads == 1 and not decode_order
         previous = None  # decode order: index of the last frame put out
+        fed = int(keys[keyframe])  # decode order: dts of the last packet fed
         for packet in self._container.demux(self._stream):
             if skip:
                 ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"

@@ -85,6 +85,7 @@ from .distributed import ShardedSampler
 from .sampling import SHORT_POLICIES, STRATEGIES, sample_indices
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, crop_theta
 from .video import VideoDecodeError, resolve_backend
+from .video_index import index_stream
 
 INSTALL_HINT = "pip install 'vidaccel[dali]'"
 DALI_DEVICES = ("gpu", "cpu")
@@ -209,35 +210,27 @@ class VideoProbe:
     codec: str
     height: int
     width: int
+    cpu_reason: str | None = None  # why DALI's decoder would not read the CPU path's frames
 
 
 def probe_video(path: str) -> VideoProbe:
-    """Frame count and codec from a PyAV demux scan (no decode).
+    """Frame count and codec of the best video stream, from the CPU readers' shared index.
 
-    Counts packets exactly as :class:`~accel.video.PyAVReader` does, so frame ``i`` means the
-    same frame on both paths. Raises :class:`VideoDecodeError` for what cannot be a video.
+    :func:`accel.video_index.index_stream` (a PyAV demux scan, no decode), so frame ``i``
+    means the same frame on both paths. Raises :class:`VideoDecodeError` for what cannot be
+    a video. ``cpu_reason`` names files DALI would index differently: several video streams
+    (the CPU readers' stream choice is FFmpeg's best stream) or AVI frames that must be
+    counted in decode order (packed B-frames).
     """
-    import av
-
     if not Path(path).is_file():
         raise VideoDecodeError(path, "no such file")
-    try:
-        with av.open(str(path)) as container:
-            if not container.streams.video:
-                raise VideoDecodeError(path, "no video stream")
-            stream = container.streams.video[0]
-            ctx = stream.codec_context
-            count = sum(1 for p in container.demux(stream)
-                        if p.size and p.pts is not None and not p.is_discard)
-            codec = getattr(ctx.codec, "canonical_name", None) or ctx.name  # "av1", not "libdav1d"
-            probe = VideoProbe(count, codec, int(ctx.height or 0), int(ctx.width or 0))
-    except VideoDecodeError:
-        raise
-    except Exception as e:  # PyAV's own error types: the path and the reason matter
-        raise VideoDecodeError(path, f"cannot open ({type(e).__name__}: {e})") from e
-    if probe.num_frames < 1:
-        raise VideoDecodeError(path, "no video frames")
-    return probe
+    index = index_stream(str(path))
+    reason = None
+    if index.video_streams > 1:
+        reason = f"{index.video_streams} video streams (the CPU readers take stream {index.stream})"
+    elif index.decode_order:
+        reason = "AVI without presentation timestamps (frames indexed in decode order)"
+    return VideoProbe(index.num_frames, index.codec, index.height, index.width, reason)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -530,7 +523,7 @@ class DaliClipLoader:
             except (VideoDecodeError, ValueError) as e:
                 self._fail(group, s, e.reason if isinstance(e, VideoDecodeError) else f"ValueError: {e}")
                 continue
-            why = dali_route(probe, self.device, self.capability)
+            why = probe.cpu_reason or dali_route(probe, self.device, self.capability)
             if why:  # before DALI sees it: a DALI failure would count toward max_failures
                 group.cpu.append((s, why))
                 continue

@@ -26,7 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-CODECS = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4", "vp9": "libvpx-vp9"}
+CODECS = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4", "vp9": "libvpx-vp9",
+          "av1": "libsvtav1"}
 KINDS = ("temporal", "index")
 
 # Brightness profiles: each is a list of segment directions (+1 rising, -1 falling); every
@@ -124,11 +125,14 @@ def temporal_frames(class_name: str, num_frames: int, height: int, width: int,
 # --------------------------------------------------------------------------- encoding
 def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 25,
                 codec: str = "h264", gop: int = 30, bframes: int = 0, crf: int = 18,
-                frame_durations_ms: Sequence[int] | None = None) -> Path:
+                frame_durations_ms: Sequence[int] | None = None,
+                pix_fmt: str = "yuv420p") -> Path:
     """Encode RGB uint8 frames to ``path``.
 
     ``gop``: frames between keyframes (scene-cut keyframes are disabled, so the GOP is what
     you ask). ``frame_durations_ms`` makes a variable-frame-rate file (millisecond pts).
+    ``pix_fmt``: the encoded pixel format, e.g. ``yuv420p10le`` (10-bit) or ``yuvj420p``
+    (full range).
     """
     import av
 
@@ -153,10 +157,12 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 
         options = {"crf": str(crf + 12), "b": "0", "deadline": "realtime", "cpu-used": "8"}
     elif codec == "mpeg4":
         options = {"qscale": "3"}
+    elif codec == "av1":
+        options = {"preset": "12", "crf": str(crf + 17)}
     with av.open(str(path), "w") as container:
         rate = fractions.Fraction(fps).limit_denominator(1001)
         stream = container.add_stream(CODECS[codec], rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
         stream.codec_context.gop_size = gop
         stream.codec_context.max_b_frames = bframes
         if codec == "mpeg4":
@@ -178,14 +184,144 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], *, fps: float = 
 
 def write_index_video(path: str | Path, num_frames: int, *, width: int = 64, height: int = 64,
                       fps: float = 25, codec: str = "h264", gop: int = 30, bframes: int = 0,
-                      vfr: bool = False, seed: int = 0) -> Path:
+                      vfr: bool = False, seed: int = 0, pix_fmt: str = "yuv420p") -> Path:
     """A video whose frame ``i`` shows the number ``i`` (see :func:`read_frame_index`)."""
     durations = None
     if vfr:
         durations = np.random.default_rng(seed).integers(15, 70, size=num_frames)
     frames = (index_frame(i, height, width, texture_seed=seed) for i in range(num_frames))
     return write_video(path, frames, fps=fps, codec=codec, gop=gop, bframes=bframes,
-                       frame_durations_ms=durations)
+                       frame_durations_ms=durations, pix_fmt=pix_fmt)
+
+
+# --------------------------------------------------------------------------- odd files
+_VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 VOP start code; 2 bits after it give its type
+
+
+def _vop_type(data: bytes) -> str:
+    at = data.find(_VOP)
+    return "IPBS"[data[at + 4] >> 6] if at >= 0 else "?"
+
+
+def _n_vop(time_increment_bits: int) -> bytes:
+    """A not-coded P-VOP: the tiny placeholder DivX puts after a packed B-frame run."""
+    bits = "01" + "0" + "1" + "0" * time_increment_bits + "1" + "0"  # type, time, vop_coded=0
+    bits += "0" + "1" * (-(len(bits) + 1) % 8)  # MPEG-4 stuffing up to the byte
+    return _VOP + int(bits, 2).to_bytes(len(bits) // 8, "big")
+
+
+def write_packed_bframe_avi(path: str | Path, num_frames: int, *, width: int = 64,
+                            height: int = 64, fps: int = 25, gop: int = 12, bframes: int = 2,
+                            seed: int = 0) -> Path:
+    """An index-coded XviD AVI with DivX-style *packed* B-frames, as old datasets ship them.
+
+    FFmpeg's MPEG-4 encoder writes B-frames unpacked; this packs them the DivX way (the
+    reverse of FFmpeg's ``mpeg4_unpack_bframes``): each reference travels with the first
+    B-frame after it in one chunk, the run's other B-frames follow, then a placeholder
+    N-VOP, and the user data string ends in "p" so decoders know.
+    """
+    import av
+
+    enc = av.CodecContext.create("mpeg4", "w")
+    enc.width, enc.height, enc.pix_fmt = width, height, "yuv420p"
+    enc.time_base, enc.framerate = fractions.Fraction(1, fps), fps
+    enc.gop_size, enc.max_b_frames, enc.qscale = gop, bframes, 3
+    enc.options = {"qscale": "3"}
+    coded = []
+    for i in range(num_frames):
+        frame = av.VideoFrame.from_ndarray(index_frame(i, height, width, texture_seed=seed),
+                                           format="rgb24")
+        frame.pts = i
+        coded += [bytes(p) for p in enc.encode(frame)]
+    coded += [bytes(p) for p in enc.encode(None)]
+    types = [_vop_type(c) for c in coded]
+    user_data = b"\x00\x00\x01\xb2DivX503b1393p"
+    time_bits = max(1, (fps - 1).bit_length())  # the VOL's vop_time_increment_resolution is fps
+    chunks, i = [], 0
+    while i < len(coded):
+        data = coded[i]
+        if types[i] == "I":
+            at = data.find(_VOP)
+            data = data[:at] + user_data + data[at:]
+        run = 0
+        while i + 1 + run < len(coded) and types[i + 1 + run] == "B":
+            run += 1
+        if run:
+            chunks += [data + coded[i + 1], *coded[i + 2:i + 1 + run], _n_vop(time_bits)]
+        else:
+            chunks.append(data)
+        i += 1 + run
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.codec_tag = "XVID"
+        for k, chunk in enumerate(chunks):
+            packet = av.Packet(chunk)
+            packet.dts = packet.pts = k
+            packet.time_base, packet.stream = fractions.Fraction(1, fps), stream
+            packet.is_keyframe = _vop_type(chunk) == "I"
+            container.mux(packet)
+    return path
+
+
+_TWO_STREAM_OPTIONS = {"mpeg4": {"qscale": "3"}, "h264": {"crf": "18", "preset": "veryfast"},
+                       "hevc": {"crf": "18", "preset": "veryfast",
+                                "x265-params": "keyint=30:min-keyint=30:bframes=2:log-level=error"}}
+
+
+def write_two_stream_video(path: str | Path, *, frames: tuple[int, int] = (30, 45),
+                           codecs: tuple[str, str] = ("mpeg4", "h264")) -> Path:
+    """Two index-coded video streams: #0 48x32 at 25 fps, #1 64x64 at 30 fps (``codecs``:
+    each one of mpeg4, h264, hevc).
+
+    Stream 1 carries the "default" disposition, so it is the best stream FFmpeg picks,
+    though not the first. Stream 1's frames show their index + 1000.
+    """
+    import av
+
+    for codec in codecs:
+        if codec not in _TWO_STREAM_OPTIONS:
+            raise ValueError(f"codecs must be among {sorted(_TWO_STREAM_OPTIONS)}, got {codec!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        first = container.add_stream(CODECS[codecs[0]], rate=25, options=_TWO_STREAM_OPTIONS[codecs[0]])
+        first.width, first.height, first.pix_fmt = 48, 32, "yuv420p"
+        second = container.add_stream(CODECS[codecs[1]], rate=30, options=_TWO_STREAM_OPTIONS[codecs[1]])
+        second.width, second.height, second.pix_fmt = 64, 64, "yuv420p"
+        first.disposition = av.stream.Disposition(0)
+        second.disposition = av.stream.Disposition.default
+        for stream, count, offset in ((first, frames[0], 0), (second, frames[1], 1000)):
+            for i in range(count):
+                image = index_frame(i + offset, stream.height, stream.width, texture_seed=offset)
+                for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return path
+
+
+def write_audio_only(path: str | Path, *, seconds: float = 0.5, video_track: bool = False) -> Path:
+    """A file with one second of silence and no video stream, or (``video_track``) a video
+    stream that holds no frames: the zero-frame file."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rate = 8000
+    with av.open(str(path), "w", format="matroska" if video_track else None) as container:
+        if video_track:
+            video = container.add_stream("mpeg4", rate=25)
+            video.width, video.height, video.pix_fmt = 64, 64, "yuv420p"
+        audio = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, int(rate * seconds)), np.int16),
+                                           format="s16", layout="mono")
+        frame.sample_rate, frame.pts = rate, 0
+        for packet in [*audio.encode(frame), *audio.encode()]:
+            container.mux(packet)
+    return path
 
 
 # --------------------------------------------------------------------------- datasets

@@ -1,6 +1,10 @@
 """``open_video``: exact frame access by index, with three CPU backends that agree bit for bit.
 
-Frame ``i`` is the i-th frame in presentation order. ``get_frames(indices)`` returns
+Frame ``i`` is the i-th frame in presentation order of the chosen stream (FFmpeg's best video
+stream unless ``stream=`` names another), as :mod:`accel.video_index` defines it for every
+backend. Where decord or torchcodec would return other frames or colours (decode-order AVI,
+>8-bit or full-range sources, a stream or codec they cannot read, decord's mis-seeks), they
+hand the file to PyAV with one warning naming it. ``get_frames(indices)`` returns
 exactly those frames, in the order asked (unsorted and repeated indices too), as a uint8
 tensor (T, H, W, C) in RGB. Each backend decodes only from the keyframe before each run of
 wanted frames, never the whole video.
@@ -22,6 +26,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .video_index import StreamIndex, VideoDecodeError, index_container, index_stream, open_container
+
 BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 # "auto" takes the first one that imports. torchcodec leads: maintained, exact by design, and
 # the fastest loader here at every keyframe interval, by 5-15% (benchmarks/results/loaders_cpu.md).
@@ -29,15 +35,6 @@ BACKENDS = ("auto", "pyav", "decord", "torchcodec")
 AUTO_ORDER = ("torchcodec", "decord", "pyav")
 
 _EXTRA = {"pyav": "av", "decord": "decord", "torchcodec": "torchcodec"}
-
-
-class VideoDecodeError(RuntimeError):
-    """A file that cannot be decoded; carries the path and the reason."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def backend_available(backend: str) -> bool:
@@ -81,33 +78,57 @@ class VideoReader(abc.ABC):
 
     backend: str = ""
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 1):
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1, stream: int | None = None):
         self.path = str(path)
         self.threads = threads
+        self.stream = stream  # the container stream asked for; None: the best video stream
         self._opened = False
+        self._error: VideoDecodeError | None = None  # a file that failed fails the same way again
+        self._delegate: VideoReader | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     def _ensure_open(self) -> None:
-        if not self._opened:
-            try:
-                self._open()
-            except VideoDecodeError:
-                raise
-            except Exception as e:  # each backend raises its own types; the path matters most
-                raise VideoDecodeError(self.path, f"cannot open ({type(e).__name__}: {e})") from e
-            self._opened = True
+        if self._opened:
+            return
+        if self._error is not None:
+            raise self._error
+        try:
+            self._open()
             if self._num_frames < 1:
                 raise VideoDecodeError(self.path, "no video frames")
+        except VideoDecodeError as e:
+            self._error = e
+            raise
+        except Exception as e:  # each backend raises its own types; the path matters most
+            self._error = VideoDecodeError(self.path, f"cannot open ({type(e).__name__}: {e})")
+            raise self._error from e
+        self._opened = True
 
     @abc.abstractmethod
     def _open(self) -> None:
-        """Open the file; set ``self._num_frames`` and ``self._fps``."""
+        """Open the file; set ``self._num_frames`` and ``self._fps`` (video readers: from
+        their :class:`StreamIndex`, with :meth:`_set_index`)."""
+
+    def _set_index(self, index: StreamIndex) -> StreamIndex:
+        self._index = index
+        self._num_frames, self._fps = index.num_frames, index.fps
+        return index
 
     @abc.abstractmethod
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
         """Frames at sorted, distinct, in-range indices as uint8 (U, H, W, C)."""
 
+    def _use_pyav(self, why: str) -> None:
+        """Hand this file to PyAV, which reads it exactly, with one warning naming the file."""
+        warnings.warn(f"{self.path}: {why}; the {self.backend} backend reads this file with PyAV "
+                      f"instead", stacklevel=5)
+        self._delegate = PyAVReader(self.path, threads=self.threads, stream=self._index.stream)
+        self._delegate._ensure_open()
+
     def close(self) -> None:
+        if self._delegate is not None:
+            self._delegate.close()
+            self._delegate = None
         self._opened = False
 
     def __enter__(self) -> "VideoReader":
@@ -118,10 +139,10 @@ class VideoReader(abc.ABC):
 
     def __getstate__(self) -> dict:
         # Only the recipe travels to another process; the handle is opened there.
-        return {"path": self.path, "threads": self.threads}
+        return {"path": self.path, "threads": self.threads, "stream": self.stream}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], threads=state["threads"])
+        self.__init__(state["path"], threads=state["threads"], stream=state.get("stream"))
 
     # -- public API ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,8 +151,22 @@ class VideoReader(abc.ABC):
 
     @property
     def fps(self) -> float:
+        """Frames / duration of the stream (see :mod:`accel.video_index`), same on every backend."""
         self._ensure_open()
         return self._fps
+
+    @property
+    def stream_index(self) -> int | None:
+        """The container stream decoded (FFmpeg's ``-map 0:S``); None for a frame folder."""
+        self._ensure_open()
+        index = getattr(self, "_index", None)
+        return index.stream if index is not None else None
+
+    @property
+    def decoder(self) -> str:
+        """The backend that really decodes this file (``pyav`` where this one handed it over)."""
+        self._ensure_open()
+        return self._delegate.backend if self._delegate is not None else self.backend
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 (len(indices), H, W, 3): exactly the frames asked for, in that order."""
@@ -139,13 +174,14 @@ class VideoReader(abc.ABC):
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size == 0:
             raise ValueError(f"{self.path}: get_frames needs at least one index")
-        bad = idx[(idx < 0) | (idx >= self._num_frames)]
+        n = self._num_frames
+        bad = idx[(idx < 0) | (idx >= n)]
         if bad.size:
-            raise IndexError(f"{self.path}: frame indices {bad[:5].tolist()} out of range "
-                             f"[0, {self._num_frames})")
+            raise IndexError(f"{self.path}: frame indices {bad[:5].tolist()} out of range [0, {n})")
         unique, inverse = np.unique(idx, return_inverse=True)
+        reader = self._delegate or self
         try:
-            frames = self._read_sorted(unique)
+            frames = reader._read_sorted(unique)
         except (VideoDecodeError, IndexError):
             raise
         except Exception as e:
@@ -159,33 +195,36 @@ class VideoReader(abc.ABC):
 
 
 class PyAVReader(VideoReader):
-    """PyAV: index the packets once (demux only, no decode), then seek + decode forward."""
+    """PyAV: index the packets once (demux only, no decode), then seek + decode forward.
+
+    Frames whose container has no presentation times (AVI with B-frames, packed or not) are
+    identified by decode order: FFmpeg's decoder puts out one frame per AVI chunk, a fixed
+    delay after it, so a frame's index is its packet dts minus that delay.
+    """
 
     backend = "pyav"
 
     def _open(self) -> None:
-        import av
-
-        self._container = av.open(self.path)
-        if not self._container.streams.video:
-            raise VideoDecodeError(self.path, "no video stream")
-        self._stream = stream = self._container.streams.video[0]
-        stream.codec_context.thread_count = self.threads
-        if self.threads != 1:
+        self._container = open_container(self.path)
+        try:
+            index = self._set_index(index_container(self._container, self.path, self.stream))
+        except BaseException:
+            self._container.close()
+            raise
+        self._stream = stream = self._container.streams[index.stream]
+        # Decode-order indexing needs the decoder's delay fixed: single-threaded there.
+        threads = 1 if index.decode_order else self.threads
+        stream.codec_context.thread_count = threads
+        if threads != 1:
             stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        self._fps = float(rate) if rate else 0.0
-        pts, keyframe = [], []
-        for packet in self._container.demux(stream):
-            if packet.size == 0 or packet.pts is None or packet.is_discard:
-                continue
-            pts.append(packet.pts)
-            keyframe.append(packet.is_keyframe)
-        order = np.argsort(pts, kind="stable")
-        self._pts = np.asarray(pts, dtype=np.int64)[order]
-        self._keyframes = [int(i) for i, k in enumerate(np.asarray(keyframe)[order]) if k] or [0]
-        self._index_of_pts = {int(p): i for i, p in enumerate(self._pts)}
-        self._num_frames = len(self._pts)
+        self._index_of_key = {int(k): i for i, k in enumerate(index.keys)}
+        self._delay = self._decoder_delay() if index.decode_order else 0
+
+    def _decoder_delay(self) -> int:
+        """dts ticks between the first packet and the first frame the decoder puts out."""
+        for _, frame in self._frames_from(0, frozenset(), raw=True):
+            return int(frame.dts) - int(self._index.keys[0])
+        raise VideoDecodeError(self.path, "no video frames")
 
     def close(self) -> None:
         if self._opened:
@@ -193,52 +232,90 @@ class PyAVReader(VideoReader):
         super().close()
 
     def _keyframe_before(self, index: int) -> int:
-        return self._keyframes[bisect.bisect_right(self._keyframes, index) - 1]
+        """The last keyframe at or before ``index``; frame 0 before the first keyframe."""
+        keyframes = self._index.keyframes
+        i = bisect.bisect_right(keyframes, index) - 1
+        return keyframes[i] if i >= 0 else 0
 
-    def _decode_from(self, keyframe: int, wanted_pts: frozenset = frozenset()):
+    def _frames_from(self, keyframe: int, wanted: frozenset = frozenset(), *, raw: bool = False):
         """Frames from ``keyframe`` on, as (index, av.VideoFrame) in presentation order.
 
-        With ``wanted_pts``, packets of other frames are decoded with ``skip_frame=NONREF``:
-        the decoder drops them if no other frame references them (most B-frames), which
-        is free to skip on the way to a wanted frame. Single-threaded decoding only, where
-        the option applies to exactly the packet it is set for.
+        With ``wanted`` (keys of wanted frames), packets of other frames are decoded with
+        ``skip_frame=NONREF``: the decoder drops them if no other frame references them
+        (most B-frames), which is free to skip on the way to a wanted frame. Single-threaded
+        decoding only, where the option applies to exactly the packet it is set for; never
+        in decode order, where a packet's key does not name the frame it puts out.
         """
-        self._container.seek(int(self._pts[keyframe]), stream=self._stream, backward=True,
+        keys = self._index.keys
+        self._container.seek(int(keys[keyframe]), stream=self._stream, backward=True,
                              any_frame=False)
-        ctx = self._stream.codec_context
-        skip = bool(wanted_pts) and self.threads == 1
+        ctx = self._stream.codec_context  # the seek flushed its buffers
+        decode_order = self._index.decode_order
+        skip = bool(wanted) and self.threads == 1 and not decode_order
+        previous = None  # decode order: index of the last frame put out
+        fed = int(keys[keyframe])  # decode order: dts of the last packet fed
         for packet in self._container.demux(self._stream):
             if skip:
-                ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted_pts else "NONREF"
+                ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+            if packet.dts is not None:
+                fed = int(packet.dts)
             for frame in ctx.decode(packet):
-                index = self._index_of_pts.get(frame.pts)
+                if raw:
+                    yield None, frame
+                    continue
+                if not decode_order:
+                    index = self._index_of_key.get(frame.pts)
+                elif frame.dts is not None:
+                    index = self._index_of_key.get(int(frame.dts) - self._delay)
+                else:  # flushed at the end of the stream: they follow the last packet's frame
+                    index = (previous if previous is not None else fed - self._delay) + 1
                 if index is None:
-                    raise VideoDecodeError(self.path, f"decoded a frame with unindexed pts {frame.pts}")
+                    raise VideoDecodeError(self.path, f"decoded a frame with unindexed timestamp "
+                                                      f"{frame.dts if decode_order else frame.pts}")
+                previous = index
                 yield index, frame
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
         out = None
-        wanted_pts = frozenset(self._pts[indices].tolist())
+        wanted = frozenset(self._index.keys[indices].tolist())
         frames = None  # the current forward decode, restarted at a keyframe when that is cheaper
         position = -1  # index of the last frame taken from ``frames``
         for slot, want in enumerate(indices.tolist()):
             keyframe = self._keyframe_before(want)
             if frames is None or keyframe > position:
-                frames = self._decode_from(keyframe, wanted_pts)
+                frames = self._frames_from(keyframe, wanted)
             index, frame = _first_at_or_after(frames, want)
-            if index is not None and index > want:
-                # The container's seek landed past the frame: decode from the start instead.
-                frames = self._decode_from(0, wanted_pts)
+            while index is not None and index > want and keyframe > 0:
+                # Landed past the frame (an open GOP's leading B-frames need the keyframe
+                # before, or the container's seek overshot): start one keyframe earlier.
+                keyframe = self._keyframe_before(keyframe - 1)
+                frames = self._frames_from(keyframe, wanted)
                 index, frame = _first_at_or_after(frames, want)
             if index != want:
                 raise VideoDecodeError(self.path, f"stream ended before frame {want} of "
-                                                  f"{self._num_frames} (file truncated?)")
+                                                  f"{self._index.num_frames} (file truncated?)")
             position = index
-            array = frame.to_ndarray(format="rgb24")
+            array = self._to_rgb(frame)
             if out is None:
                 out = np.empty((len(indices), *array.shape), dtype=np.uint8)
             out[slot] = array
         return torch.from_numpy(out)
+
+    def _to_rgb(self, frame) -> np.ndarray:
+        if self._index.plain_colour:
+            return frame.to_ndarray(format="rgb24")
+        return shared_rgb(frame)
+
+
+def shared_rgb(frame) -> np.ndarray:
+    """The one RGB conversion for >8-bit, full-range and non-4:2:0 sources, every backend.
+
+    FFmpeg's swscale, told the frame's own colour matrix and range, with bicubic chroma
+    upsampling (the FFmpeg command line's default).
+    """
+    return frame.to_ndarray(format="rgb24", interpolation="BICUBIC",
+                            src_colorspace=frame.colorspace or None,
+                            src_color_range=frame.color_range or None)
 
 
 def _first_at_or_after(frames, want: int):
@@ -249,62 +326,87 @@ def _first_at_or_after(frames, want: int):
     return None, None
 
 
+def _pyav_reason(index: StreamIndex) -> str | None:
+    """Why decord or torchcodec would not return this stream's exact frames."""
+    if index.decode_order:
+        return ("AVI without presentation timestamps (B-frames, packed or not): frames must be "
+                "indexed in decode order")
+    if not index.plain_colour:
+        return (f"{index.colour_note} needs the one shared RGB conversion (each backend's own "
+                f"differs)")
+    return None
+
+
 class DecordReader(VideoReader):
-    """decord: its own frame index and accurate seeking, batched ``get_batch``."""
+    """decord: its own frame index and accurate seeking, batched ``get_batch``.
+
+    decord 0.6 cannot choose a stream, converts colour its own way and mis-seeks in some
+    streams; files where that matters go to PyAV (see :func:`_decord_reason`).
+    """
 
     backend = "decord"
 
     def _open(self) -> None:
         import decord
 
-        self._fallback = None
-        if not _keyframe_offsets_constant(self.path):
-            # decord 0.6 maps decode to presentation time with the first keyframe's pts-dts
-            # offset; where later keyframes differ (HEVC, MPEG-4 Part 2 with B-frames), its
-            # seeks land up to a few frames off. PyAV returns the exact frames.
-            warnings.warn(f"{self.path}: decord mis-seeks in streams whose keyframes' pts-dts "
-                          f"offsets vary; reading this file with PyAV instead", stacklevel=4)
-            self._fallback = PyAVReader(self.path, threads=self.threads)
-            self._num_frames, self._fps = len(self._fallback), self._fallback.fps
-            return
-        self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.threads)
-        self._num_frames = len(self._vr)
-        self._fps = float(self._vr.get_avg_fps())
+        index = self._set_index(index_stream(self.path, self.stream))
+        why = _pyav_reason(index) or _decord_reason(index)
+        if why:
+            return self._use_pyav(why)
+        try:
+            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.threads)
+        except decord.DECORDError as e:  # e.g. no AV1 decoder in decord's bundled FFmpeg
+            first = str(e).strip().splitlines()[0][-120:]
+            return self._use_pyav(f"decord cannot decode {index.codec} ({first})")
+        if len(self._vr) != index.num_frames:
+            count, self._vr = len(self._vr), None
+            return self._use_pyav(f"decord counts {count} frames where the stream has "
+                                  f"{index.num_frames}")
 
     def close(self) -> None:
         self._vr = None
-        if self._opened and self._fallback is not None:
-            self._fallback.close()
         super().close()
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
-        if self._fallback is not None:
-            return self._fallback._read_sorted(indices)
         return torch.from_numpy(self._vr.get_batch(indices.tolist()).asnumpy())
 
 
-def _keyframe_offsets_constant(path: str) -> bool:
-    """Whether every keyframe packet has the same pts - dts (a demux scan, no decode)."""
-    import av
-
-    with av.open(path) as container:
-        offsets = {p.pts - p.dts for p in container.demux(container.streams.video[0])
-                   if p.is_keyframe and p.pts is not None and p.dts is not None}
-    return len(offsets) <= 1
+def _decord_reason(index: StreamIndex) -> str | None:
+    if index.stream != index.best:
+        return f"decord reads only the best video stream ({index.best}), not stream {index.stream}"
+    if not index.keyframe_offsets_constant:
+        # decord 0.6 maps decode to presentation time with the first keyframe's pts-dts
+        # offset; where later keyframes differ (HEVC, MPEG-4 Part 2 with B-frames), its
+        # seeks land up to a few frames off.
+        return "decord mis-seeks in streams whose keyframes' pts-dts offsets vary"
+    return None
 
 
 class TorchCodecReader(VideoReader):
-    """torchcodec: exact seek mode (scans the file once), NHWC output."""
+    """torchcodec: exact seeking on the shared index (its frame mappings), NHWC, the chosen stream."""
 
     backend = "torchcodec"
 
     def _open(self) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self._decoder = VideoDecoder(self.path, seek_mode="exact", dimension_order="NHWC",
-                                     num_ffmpeg_threads=self.threads, device="cpu")
-        self._num_frames = len(self._decoder)
-        self._fps = float(self._decoder.metadata.average_fps or 0.0)
+        index = self._set_index(index_stream(self.path, self.stream))
+        why = _pyav_reason(index)
+        if why:
+            return self._use_pyav(why)
+        try:
+            # Our index as its frame mappings: exact seeking without torchcodec's own scan.
+            self._decoder = VideoDecoder(self.path, stream_index=index.stream,
+                                         custom_frame_mappings=index.frame_mappings(),
+                                         dimension_order="NHWC", num_ffmpeg_threads=self.threads,
+                                         device="cpu")
+        except Exception as e:  # a codec the system FFmpeg lacks; torchcodec's own types
+            first = str(e).strip().splitlines()[0][-120:]
+            return self._use_pyav(f"torchcodec cannot decode {index.codec} ({first})")
+        if len(self._decoder) != index.num_frames:
+            count, self._decoder = len(self._decoder), None
+            return self._use_pyav(f"torchcodec counts {count} frames where the stream has "
+                                  f"{index.num_frames}")
 
     def close(self) -> None:
         self._decoder = None
@@ -319,15 +421,21 @@ _READERS: dict[str, type[VideoReader]] = {
 }
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto", *, threads: int = 1) -> VideoReader:
+def open_video(path: str | os.PathLike, backend: str = "auto", *, threads: int = 1,
+               stream: int | None = None) -> VideoReader:
     """A reader for ``path``; the file is opened on first use (in the process that uses it).
 
     backend: ``auto`` (first available of torchcodec, decord, pyav), ``pyav``, ``decord``
     or ``torchcodec``. threads: decoder threads per reader (1 suits DataLoader workers).
+    stream: the container stream to decode (FFmpeg's ``-map 0:S``); None, the default, is
+    the best video stream as FFmpeg picks it. ``reader.stream_index`` says which it read.
     """
     name = resolve_backend(backend)
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0: the decoder's choice), got {threads}")
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an int >= 0 (0: the decoder's choice), got {threads!r}")
+    if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or stream < 0):
+        raise ValueError(f"stream must be None (the best video stream) or a container stream "
+                         f"index >= 0, got {stream!r}")
     if not Path(path).is_file():
         raise VideoDecodeError(path, "no such file")
-    return _READERS[name](path, threads=threads)
+    return _READERS[name](path, threads=threads, stream=stream)

@@ -36,7 +36,7 @@ class NaiveReader(PyAVReader):
     backend = "naive"
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
-        self._container.seek(int(self._pts[0]), stream=self._stream, backward=True)
+        self._container.seek(int(self._index.keys[0]), stream=self._stream, backward=True)
         every = [f.to_ndarray(format="rgb24") for f in self._container.decode(self._stream)]
         return torch.from_numpy(np.stack([every[i] for i in indices.tolist()]))
 

@@ -91,14 +91,14 @@ def test_variable_frame_rate(vfr_video, backend):
 def record_decoded(reader, monkeypatch) -> list[int]:
     """The indices of every frame the PyAV reader's decoder puts out, from now on."""
     decoded: list[int] = []
-    original = reader._decode_from
+    original = reader._frames_from
 
     def counting(keyframe, *rest):
         for index, frame in original(keyframe, *rest):
             decoded.append(index)
             yield index, frame
 
-    monkeypatch.setattr(reader, "_decode_from", counting)
+    monkeypatch.setattr(reader, "_frames_from", counting)
     return decoded
 
 

@@ -39,6 +39,9 @@ class VideoDecodeError(RuntimeError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # pickles whole across the decode process's pipe
+        return type(self), (self.path, self.reason)
+
 
 def backend_available(backend: str) -> bool:
     """Whether ``backend`` can be used here (imports, and FFmpeg libraries load)."""

@@ -259,7 +259,7 @@ def evaluate_split(fwd, manifest: Manifest, s: EvalSettings, device: torch.devic
 def write_report_files(report: dict, manifest: Manifest, out_dir: str | Path, *,
                        prefix: str = "test") -> list[Path]:
     """Plots (confusion matrix, ROC, per-class accuracy; clip and video level) and a
-    ``{prefix}_predictions.csv`` with one row per video."""
+    ``{prefix}_predictions.csv`` with one row per video (paths byte for byte as on disk)."""
     from .plots import plot_confusion_matrix, plot_per_class_accuracy, plot_roc
 
     out_dir = Path(out_dir)
@@ -280,7 +280,9 @@ def write_report_files(report: dict, manifest: Manifest, out_dir: str | Path, *,
                                                classes, out_dir / f"{tag}_per_class_accuracy.png",
                                                title=f"{what}: per-class accuracy"))
     path = out_dir / f"{prefix}_predictions.csv"
-    with path.open("w", newline="") as f:
+    # UTF-8, except that a file name which is not UTF-8 on disk (it reaches Python with
+    # surrogate escapes) is written as its own bytes: the column names the file exactly.
+    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         w = csv.writer(f)
         levels = list(report["_predictions"])
         w.writerow(["video_id", "path", "label"] + [f"{lv}_pred" for lv in levels]

@@ -85,9 +85,28 @@ class VideoReader(abc.ABC):
     backend: str = ""
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1):
-        self.path = str(path)
+        self.path = os.fspath(path) if not isinstance(path, bytes) else os.fsdecode(path)
         self.threads = threads
         self._opened = False
+        self._fd: int | None = None
+
+    def _native_path(self) -> str:
+        """A name for the file that C libraries taking UTF-8 strings can open.
+
+        A file name that is not UTF-8 on disk (Latin-1 ``caf\xe9.mp4``) reaches Python as a
+        str with surrogate escapes, which decord and torchcodec refuse to encode. Such a
+        file is opened here by its bytes and handed over as ``/proc/self/fd/N``
+        (``/dev/fd/N`` elsewhere), an ASCII name for the same file; closed with the reader.
+        """
+        try:
+            self.path.encode("utf-8")
+            return self.path
+        except UnicodeEncodeError:
+            pass
+        if self._fd is None:
+            self._fd = os.open(os.fsencode(self.path), os.O_RDONLY)
+        folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        return f"{folder}/{self._fd}"
 
     # -- lifecycle -------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -95,8 +114,10 @@ class VideoReader(abc.ABC):
             try:
                 self._open()
             except VideoDecodeError:
+                self.close()
                 raise
             except Exception as e:  # each backend raises its own types; the path matters most
+                self.close()
                 raise VideoDecodeError(self.path, f"cannot open ({type(e).__name__}: {e})") from e
             self._opened = True
             if self._num_frames < 1:
@@ -112,6 +133,9 @@ class VideoReader(abc.ABC):
 
     def close(self) -> None:
         self._opened = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -270,7 +294,7 @@ class DecordReader(VideoReader):
             self._fallback = PyAVReader(self.path, threads=self.threads)
             self._num_frames, self._fps = len(self._fallback), self._fallback.fps
             return
-        self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.threads)
+        self._vr = decord.VideoReader(self._native_path(), ctx=decord.cpu(0), num_threads=self.threads)
         self._num_frames = len(self._vr)
         self._fps = float(self._vr.get_avg_fps())
 
@@ -304,7 +328,7 @@ class TorchCodecReader(VideoReader):
     def _open(self) -> None:
         from torchcodec.decoders import VideoDecoder
 
-        self._decoder = VideoDecoder(self.path, seek_mode="exact", dimension_order="NHWC",
+        self._decoder = VideoDecoder(self._native_path(), seek_mode="exact", dimension_order="NHWC",
                                      num_ffmpeg_threads=self.threads, device="cpu")
         self._num_frames = len(self._decoder)
         self._fps = float(self._decoder.metadata.average_fps or 0.0)

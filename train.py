@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from accel import ManifestError, build_loader
-from accel.checkpoint import (CheckpointError, link_or_copy, load_checkpoint, model_from_checkpoint, plain,
-                              rng_state, save_checkpoint, seed_everything, set_rng_state)
+from accel.checkpoint import (RESUME_ENTRIES, CheckpointError, link_or_copy, load_checkpoint,
+                              load_model_state, model_from_checkpoint, plain, rng_state, save_checkpoint,
+                              seed_everything, set_rng_state)
 from accel.cli import (Parser, UsageError, fail, key_value, non_negative_float, non_negative_int,
                        one_line, positive_float, positive_int, resolve_device, unit_interval)
 from accel.distributed import (DistInfo, ShardedSampler, all_gather_objects, barrier, destroy,
@@ -245,7 +246,7 @@ def setup(args) -> Setup:
                              "(or drop --wandb)")
     resume = None
     if args.resume:
-        resume = load_checkpoint(args.resume)
+        resume = load_checkpoint(args.resume, require=RESUME_ENTRIES)
         if resume.get("model_name") != args.model:
             raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
                              f"not --model {args.model}")
@@ -261,6 +262,8 @@ def setup(args) -> Setup:
         args.model_arg = list((resume.get("model_kwargs") or {}).items())  # the checkpoint's options
     seed_everything(args.seed)  # the random initial weights depend on the seed only
     model, kwargs = build_model(args, len(splits.classes))
+    if resume is not None:
+        load_model_state(model, resume, source=args.resume)  # a mismatch is one line, exit 2
     args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
     args.size = args.size or getattr(model, "default_size", 112)
     args.decode_size = args.decode_size or args.size
@@ -380,16 +383,19 @@ def train(args, s: Setup) -> dict:
     history: list[dict] = []
     start_epoch = 0
     if s.resume is not None:
-        ck = s.resume
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        schedule.load_state_dict(ck["schedule"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        selector.load_state_dict(ck["selector"])
+        ck = s.resume  # its weights were loaded (and checked) in setup()
+        try:
+            optimizer.load_state_dict(ck["optimizer"])
+            schedule.load_state_dict(ck["schedule"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            selector.load_state_dict(ck["selector"])
+            set_rng_state(ck["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            fail(PROG, f"--resume {args.resume}: its optimiser, schedule, selector or RNG state does "
+                       f"not fit this run ({type(e).__name__}: {one_line(e)})")
         history = list(ck.get("history") or [])
         start_epoch = ck["epoch"] + 1
-        set_rng_state(ck["rng"])
         say(info, f"resumed from {args.resume}: epoch {start_epoch} of {args.epochs}")
 
     # ---- outputs
@@ -504,7 +510,7 @@ def train(args, s: Setup) -> dict:
         if splits.test is not None and len(splits.test):
             best = model_dir / ("best.pt" if (model_dir / "best.pt").exists() else "last.pt")
             ck = load_checkpoint(best)
-            test_model = model_from_checkpoint(ck)
+            test_model = model_from_checkpoint(ck, source=best)
             test_net = optimize(test_model, channels_last=args.channels_last, amp=s.amp, compile=False,
                                 device=device)
             report = evaluate_split(test_net, splits.test, test_settings, device,

@@ -153,21 +153,22 @@ def _through_loader(manifest: Manifest, plan: list[int], backend: str, workers: 
 
 
 # --------------------------------------------------------------------------- soak
-SOAK_COLUMNS = ["backend", "mode", "workers", "clips", "samples", "start_mb", "end_mb", "max_mb",
+SOAK_COLUMNS = ["backend", "mode", "workers", "clips", "start_mb", "end_mb", "max_mb",
                 "growth_mb", "growth_pct", "clips_per_s", "skipped", "status"]
 
 
-def _uss_mb(descendants: bool) -> float:
-    """Unique memory (USS: pages no other process shares, so forked children are not
-    counted twice) of this process, or of all its descendants (the DataLoader workers and
-    their decode processes: where decoders live)."""
+def _pss_mb(descendants: bool) -> float:
+    """Proportional memory (PSS: each shared page split among the processes mapping it, so
+    a sum over forked processes counts every page once) of this process, or of all its
+    descendants (the DataLoader workers and their decode processes: where decoders live)."""
     import psutil
 
     me = psutil.Process()
     total = 0
     for p in (me.children(recursive=True) if descendants else [me]):
         try:
-            total += p.memory_full_info().uss
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)  # PSS is Linux-only
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return total / 2**20
@@ -183,7 +184,7 @@ def _soak_row(backend: str, mode: str, workers: int, clips: int, samples: list[f
 
 
 def _soak_raw(manifest: Manifest, backend: str, args, queue) -> None:
-    """The bare decoder in one (forked) process; USS after every ``clips / samples`` clips."""
+    """The bare decoder in one (forked) process; PSS after every ``clips / samples`` clips."""
     plan = _clip_plan(manifest, args.clips)
     every = max(1, len(plan) // args.soak_samples)
     samples = []
@@ -195,13 +196,13 @@ def _soak_raw(manifest: Manifest, backend: str, args, queue) -> None:
         reader.get_frames(indices)
         reader.close()
         if n == min(every, len(plan)) // 10 or n % every == 0:  # first sample: warmed up
-            samples.append(_uss_mb(False))
+            samples.append(_pss_mb(False))
     queue.put(_soak_row(backend, "raw", 0, len(plan), samples, time.perf_counter() - t0, 0))
 
 
 def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -> None:
     """build_loader with persistent workers over ``--clips`` clips in epochs of the
-    manifest; USS of its workers and their decode processes at each sample."""
+    manifest; PSS of its workers and their decode processes at each sample."""
     kwargs = {} if recycle else {"recycle_after_clips": None, "recycle_rss_growth_mb": None}
     loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                           strategy="random", backend=backend, num_workers=args.workers,
@@ -216,7 +217,7 @@ def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -
         for batch in loader:
             clips += batch["clip"].shape[0]
         if epoch == 0 or (epoch + 1) % every == 0:
-            samples.append(_uss_mb(True))
+            samples.append(_pss_mb(True))
     mode = "loader_recycled" if recycle else "loader_no_recycling"
     queue.put(_soak_row(backend, mode, args.workers, clips, samples, time.perf_counter() - t0,
                         len(loader.skipped)))

@@ -14,6 +14,7 @@ takes dashes or underscores. Writes to ``--log_dir`` (``metrics.json``, ``log.cs
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -119,6 +120,8 @@ def get_args_parser() -> Parser:
 
     g = p.add_argument_group("speed")
     g.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add("--dist_timeout", type=positive_float, default=300.0,
+          help="seconds a DDP collective waits for a silent rank before the run fails (default 300)")
     g.add("--amp", nargs="?", const="bf16", choices=("none", "bf16", "fp16"), default="none",
           help="mixed precision on CUDA (--amp alone = bf16; fp16 uses a GradScaler)")
     g.add_flag("--channels_last", True, "channels-last weights and clips (default on; --no_channels_last)")
@@ -251,7 +254,7 @@ def setup(args) -> Setup:
             raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
                              f"not --model {args.model}")
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = init_distributed(device.type)
+    info = init_distributed(device.type, timeout_s=args.dist_timeout)
     splits = load_splits(args.data_dir, args.test_dir, val_fraction=args.val_fraction, seed=args.seed)
     if resume is not None and list(resume["classes"]) != splits.classes:
         raise UsageError(f"--resume: checkpoint classes {resume['classes']} differ from the data's "
@@ -304,6 +307,11 @@ def main(args) -> dict:
         fail(PROG, one_line(e))
     try:
         return train(args, s)
+    except RuntimeError as e:
+        if s.info.distributed and "timed out" in str(e).lower():  # Gloo and NCCL both say so
+            fail(PROG, f"rank {s.info.rank}: no answer from another process within --dist_timeout "
+                       f"{args.dist_timeout:g} s (stopped or hung?): {one_line(e)}")
+        raise
     finally:
         destroy(s.info)
 
@@ -337,7 +345,10 @@ def train(args, s: Setup) -> dict:
         num_workers=args.num_workers, sampler=sampler,
         # A last batch of one clip breaks BatchNorm in training mode: drop it then.
         drop_last=per_rank % args.batch_size == 1 and per_rank > 1,
-        # Workers are forked per epoch so they see the epoch's seed (random strategies).
+        # Workers restart each epoch. That is not for the seed (the epoch reaches workers in
+        # the sampler's (index, epoch) keys): it used to be what bounded decoder memory
+        # (torchcodec keeps ~1 KB per open file for good). Decode processes are now replaced
+        # after recycle_after_clips clips or recycle_rss_growth_mb of growth, so True is safe too.
         persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device)
     if len(train_loader) == 0:
         raise SystemExit(f"{PROG}: error: no training batches")
@@ -446,7 +457,9 @@ def train(args, s: Setup) -> dict:
         seen = all_gather_objects(stats.pop("video_ids"), info)
         shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
                         "clips_per_rank": [len(x) for x in seen],
-                        "overlap": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0}
+                        # clips read on two or more ranks (pairwise, for any number of ranks)
+                        "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2)
+                                        for i in a & b})}
         if epoch == start_epoch:
             shards = shard_record
         model.eval()

@@ -49,7 +49,7 @@ def init_distributed(device_kind: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) 
 
     ``timeout_s`` bounds every collective: when a rank stops answering (stopped, hung in a
     driver, a dead NCCL peer) the others fail after this long, instead of torch's default
-    (10 minutes for Gloo, 30 for NCCL), and torchrun ends the job.
+    (30 minutes for Gloo, 10 for NCCL), and torchrun ends the job.
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")

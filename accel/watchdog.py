@@ -175,6 +175,12 @@ class DecodeProcess:
     def call(self, *args: Any) -> Any:
         if os.getpid() != self.owner:
             raise RuntimeError("DecodeProcess used from a forked copy; make one per process")
+        if self._pid is not None and os.waitpid(self._pid, os.WNOHANG)[0]:
+            # Died while idle (PDEATHSIG follows the forking *thread*, which may have ended):
+            # nothing was asked of it, so a fresh child simply takes over.
+            self._pid = None
+            self._conn.close()
+            self.replacements += 1
         if self._pid is None:
             self._start()
         self._conn.send_bytes(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL))

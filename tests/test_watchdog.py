@@ -183,3 +183,16 @@ def test_memory_growth_replaces_the_decode_process(endless_dataset, tmp_path):
     # +24 MiB retires the process: three clips per process
     assert len(pids) == 6 and len(set(pids)) == 2
     ds.close()
+
+
+def test_a_child_forked_by_a_thread_that_ended_is_replaced_quietly():
+    import threading
+
+    proc = DecodeProcess(lambda x: x + 1, timeout_s=5)
+    t = threading.Thread(target=proc.call, args=(1,))
+    t.start()
+    t.join()  # PR_SET_PDEATHSIG: the child dies with the thread that forked it
+    time.sleep(0.3)
+    assert proc.call(2) == 3  # no error: a fresh child answers
+    assert proc.replacements == 1  # the first child did die
+    proc.close()

@@ -254,7 +254,9 @@ class DecodesInChild:
     ``_load(*args)`` (run in the child) returns a sample or a :class:`SkippedSample`;
     :meth:`_isolated` turns a time-out or a crashed decoder into a skip (or, under
     ``on_error="raise"``, a :class:`DecodeTimeout` / ``VideoDecodeError``). Each process
-    (main, every DataLoader worker) makes its own child on first use.
+    (main, every DataLoader worker) makes its own child on first use. The child reads a copy
+    of the dataset as it was at the fork, so what varies per call (the epoch) travels in the
+    call's arguments; other changes reach it when it is next replaced (or after ``close()``).
     """
 
     def _check_decode_options(self) -> None:

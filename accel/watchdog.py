@@ -61,6 +61,16 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _single_threaded() -> None:
+    """One compute thread in the child, as in a DataLoader worker. Besides sharing the CPU
+    fairly, it keeps a fork of a process that ran OpenMP regions (a training loop) from
+    hanging in its first parallel torch op (resize, gather): libgomp's pool does not survive
+    a fork."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
 def _serve(fn: Callable[..., Any], conn: Connection, max_rss_growth_mb: float | None) -> None:
     """The child's loop: answer ``(ok, value, retire)`` to each request until EOF or None."""
     baseline = None
@@ -140,6 +150,7 @@ class DecodeProcess:
             try:
                 parent_end.close()
                 _die_with_parent(parent)
+                _single_threaded()
                 _serve(self.fn, child_end, self.max_rss_growth_mb)
             except BaseException:  # noqa: BLE001 - never return into the parent's code
                 code = 1

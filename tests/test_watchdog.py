@@ -196,3 +196,20 @@ def test_a_child_forked_by_a_thread_that_ended_is_replaced_quietly():
     assert proc.call(2) == 3  # no error: a fresh child answers
     assert proc.replacements == 1  # the first child did die
     proc.close()
+
+
+def _parallel_ops(_):
+    y = torch.randn(16, 3, 128, 128)
+    z = torch.nn.functional.interpolate(y, size=(64, 64), mode="bilinear", antialias=True)
+    return float(z.sum() + (torch.randn(500, 500) @ torch.randn(500, 500)).sum())
+
+
+def test_a_fork_of_a_process_that_ran_openmp_does_not_hang():
+    """A training loop runs OpenMP regions; its decode child's first parallel op (a resize)
+    hung until the watchdog killed it, because libgomp's pool does not survive a fork."""
+    x = torch.randn(1000, 1000)
+    float((x @ x).sum())
+    _parallel_ops(0)
+    proc = DecodeProcess(_parallel_ops, timeout_s=15)
+    assert isinstance(proc.call(0), float)
+    proc.close()

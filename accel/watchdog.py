@@ -186,7 +186,7 @@ class DecodeProcess:
     def call(self, *args: Any) -> Any:
         if os.getpid() != self.owner:
             raise RuntimeError("DecodeProcess used from a forked copy; make one per process")
-        if self._pid is not None and os.waitpid(self._pid, os.WNOHANG)[0]:
+        if self._pid is not None and self._ended():
             # Died while idle (PDEATHSIG follows the forking *thread*, which may have ended):
             # nothing was asked of it, so a fresh child simply takes over.
             self._pid = None
@@ -210,6 +210,13 @@ class DecodeProcess:
         if not ok:
             raise value
         return value
+
+    def _ended(self) -> bool:
+        """Whether the child has exited (reaping it if so)."""
+        try:
+            return os.waitpid(self._pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:  # already reaped elsewhere
+            return True
 
     def _exit_status(self) -> str:
         try:

@@ -17,6 +17,7 @@ decoder handles, so nothing a fork must not share (decord's reader) crosses it.
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import signal
@@ -148,6 +149,10 @@ class DecodeProcess:
         if pid == 0:  # child
             code = 0
             try:
+                # The fork inherits the parent's garbage; collecting it here would run finalisers
+                # of native objects whose threads did not survive the fork (a DALI pipeline's
+                # __del__ segfaults). Frozen objects are never collected (and stay shared).
+                gc.freeze()
                 parent_end.close()
                 _die_with_parent(parent)
                 _single_threaded()

@@ -213,3 +213,36 @@ def test_a_fork_of_a_process_that_ran_openmp_does_not_hang():
     proc = DecodeProcess(_parallel_ops, timeout_s=15)
     assert isinstance(proc.call(0), float)
     proc.close()
+
+
+class _NativeHandle:
+    """Stands for a DALI pipeline: its finaliser must never run in a fork of its owner."""
+
+    def __init__(self):
+        self.owner = os.getpid()
+        self.cycle = self
+
+    def __del__(self):
+        if os.getpid() != self.owner:
+            os._exit(3)
+
+
+def _collect(_):
+    import gc
+
+    gc.collect()
+    return "alive"
+
+
+def test_garbage_inherited_by_the_fork_is_not_finalised_in_the_child():
+    import gc
+
+    gc.disable()
+    try:
+        _NativeHandle()  # unreachable cycle: garbage the parent has not collected yet
+        proc = DecodeProcess(_collect, timeout_s=10)
+        assert proc.call(0) == "alive"  # the child's collection left the parent's garbage alone
+        proc.close()
+    finally:
+        gc.enable()
+        gc.collect()

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from accel import ManifestError
-from accel.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
+from accel.checkpoint import EVAL_ENTRIES, CheckpointError, load_checkpoint, model_from_checkpoint
 from accel.cli import (Parser, UsageError, fail, non_negative_int, one_line, positive_int,
                        resolve_device)
 from accel.data import load_manifest
@@ -100,11 +100,11 @@ def build_runner(args, model, settings: EvalSettings, device: torch.device, log_
 
 def main(args) -> dict:
     try:
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt = load_checkpoint(args.checkpoint, require=EVAL_ENTRIES)
         device = resolve_device(args.device)
         classes = list(ckpt["classes"])
         manifest = test_manifest(args, classes)
-        model = model_from_checkpoint(ckpt)
+        model = model_from_checkpoint(ckpt, source=args.checkpoint)
         e = dict(ckpt.get("eval") or {})
         if not e:
             raise CheckpointError(f"{args.checkpoint}: records no evaluation settings")

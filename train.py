@@ -14,6 +14,7 @@ takes dashes or underscores. Writes to ``--log_dir`` (``metrics.json``, ``log.cs
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import sys
@@ -25,8 +26,9 @@ import torch
 from torch import nn
 
 from accel import ManifestError, build_loader
-from accel.checkpoint import (CheckpointError, link_or_copy, load_checkpoint, model_from_checkpoint, plain,
-                              rng_state, save_checkpoint, seed_everything, set_rng_state)
+from accel.checkpoint import (RESUME_ENTRIES, CheckpointError, link_or_copy, load_checkpoint,
+                              load_model_state, model_from_checkpoint, plain, rng_state, save_checkpoint,
+                              seed_everything, set_rng_state)
 from accel.cli import (Parser, UsageError, fail, key_value, non_negative_float, non_negative_int,
                        one_line, positive_float, positive_int, resolve_device, unit_interval)
 from accel.distributed import (DistInfo, ShardedSampler, all_gather_objects, barrier, destroy,
@@ -118,6 +120,8 @@ def get_args_parser() -> Parser:
 
     g = p.add_argument_group("speed")
     g.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    g.add("--dist_timeout", type=positive_float, default=300.0,
+          help="seconds a DDP collective waits for a silent rank before the run fails (default 300)")
     g.add("--amp", nargs="?", const="bf16", choices=("none", "bf16", "fp16"), default="none",
           help="mixed precision on CUDA (--amp alone = bf16; fp16 uses a GradScaler)")
     g.add_flag("--channels_last", True, "channels-last weights and clips (default on; --no_channels_last)")
@@ -245,12 +249,12 @@ def setup(args) -> Setup:
                              "(or drop --wandb)")
     resume = None
     if args.resume:
-        resume = load_checkpoint(args.resume)
+        resume = load_checkpoint(args.resume, require=RESUME_ENTRIES)
         if resume.get("model_name") != args.model:
             raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
                              f"not --model {args.model}")
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = init_distributed(device.type)
+    info = init_distributed(device.type, timeout_s=args.dist_timeout)
     splits = load_splits(args.data_dir, args.test_dir, val_fraction=args.val_fraction, seed=args.seed)
     if resume is not None and list(resume["classes"]) != splits.classes:
         raise UsageError(f"--resume: checkpoint classes {resume['classes']} differ from the data's "
@@ -261,6 +265,8 @@ def setup(args) -> Setup:
         args.model_arg = list((resume.get("model_kwargs") or {}).items())  # the checkpoint's options
     seed_everything(args.seed)  # the random initial weights depend on the seed only
     model, kwargs = build_model(args, len(splits.classes))
+    if resume is not None:
+        load_model_state(model, resume, source=args.resume)  # a mismatch is one line, exit 2
     args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
     args.size = args.size or getattr(model, "default_size", 112)
     args.decode_size = args.decode_size or args.size
@@ -301,6 +307,11 @@ def main(args) -> dict:
         fail(PROG, one_line(e))
     try:
         return train(args, s)
+    except RuntimeError as e:
+        if s.info.distributed and "timed out" in str(e).lower():  # Gloo and NCCL both say so
+            fail(PROG, f"rank {s.info.rank}: no answer from another process within --dist_timeout "
+                       f"{args.dist_timeout:g} s (stopped or hung?): {one_line(e)}")
+        raise
     finally:
         destroy(s.info)
 
@@ -334,7 +345,10 @@ def train(args, s: Setup) -> dict:
         num_workers=args.num_workers, sampler=sampler,
         # A last batch of one clip breaks BatchNorm in training mode: drop it then.
         drop_last=per_rank % args.batch_size == 1 and per_rank > 1,
-        # Workers are forked per epoch so they see the epoch's seed (random strategies).
+        # Workers restart each epoch. That is not for the seed (the epoch reaches workers in
+        # the sampler's (index, epoch) keys): it used to be what bounded decoder memory
+        # (torchcodec keeps ~1 KB per open file for good). Decode processes are now replaced
+        # after recycle_after_clips clips or recycle_rss_growth_mb of growth, so True is safe too.
         persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device)
     if len(train_loader) == 0:
         raise SystemExit(f"{PROG}: error: no training batches")
@@ -380,16 +394,19 @@ def train(args, s: Setup) -> dict:
     history: list[dict] = []
     start_epoch = 0
     if s.resume is not None:
-        ck = s.resume
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        schedule.load_state_dict(ck["schedule"])
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        selector.load_state_dict(ck["selector"])
+        ck = s.resume  # its weights were loaded (and checked) in setup()
+        try:
+            optimizer.load_state_dict(ck["optimizer"])
+            schedule.load_state_dict(ck["schedule"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            selector.load_state_dict(ck["selector"])
+            set_rng_state(ck["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            fail(PROG, f"--resume {args.resume}: its optimiser, schedule, selector or RNG state does "
+                       f"not fit this run ({type(e).__name__}: {one_line(e)})")
         history = list(ck.get("history") or [])
         start_epoch = ck["epoch"] + 1
-        set_rng_state(ck["rng"])
         say(info, f"resumed from {args.resume}: epoch {start_epoch} of {args.epochs}")
 
     # ---- outputs
@@ -440,7 +457,9 @@ def train(args, s: Setup) -> dict:
         seen = all_gather_objects(stats.pop("video_ids"), info)
         shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
                         "clips_per_rank": [len(x) for x in seen],
-                        "overlap": len(set.intersection(*map(set, seen))) if len(seen) > 1 else 0}
+                        # clips read on two or more ranks (pairwise, for any number of ranks)
+                        "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2)
+                                        for i in a & b})}
         if epoch == start_epoch:
             shards = shard_record
         model.eval()
@@ -504,7 +523,7 @@ def train(args, s: Setup) -> dict:
         if splits.test is not None and len(splits.test):
             best = model_dir / ("best.pt" if (model_dir / "best.pt").exists() else "last.pt")
             ck = load_checkpoint(best)
-            test_model = model_from_checkpoint(ck)
+            test_model = model_from_checkpoint(ck, source=best)
             test_net = optimize(test_model, channels_last=args.channels_last, amp=s.amp, compile=False,
                                 device=device)
             report = evaluate_split(test_net, splits.test, test_settings, device,

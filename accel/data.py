@@ -10,13 +10,15 @@ Classes are the sorted folder names (or sorted CSV labels) unless given.
 Error policy: a file that cannot be decoded never kills an epoch under ``on_error="skip"``:
 the dataset returns a :class:`SkippedSample` (path, reason) that the collate function drops
 and the loader records; ``on_error="raise"`` raises :class:`~accel.video.VideoDecodeError`
-naming the file. A decode that hangs is cut off after ``decode_timeout_s``.
+naming the file. A decode that hangs is abandoned after ``decode_timeout_s``, on every
+backend: decoding runs in a child process that is killed and replaced (:mod:`accel.watchdog`).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
 import hashlib
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -205,7 +207,8 @@ class DecodeTimeout(VideoDecodeError):
 
 @contextlib.contextmanager
 def _time_limit(seconds: float | None, path: str) -> Iterator[None]:
-    """Raise DecodeTimeout in this thread after ``seconds``.
+    """Raise DecodeTimeout in this thread after ``seconds`` (Python-level code only: a C++
+    call that does not return is not interrupted; the datasets use :mod:`accel.watchdog`).
 
     SIGALRM interrupts Python code, and PyAV decodes frame by frame in Python, so a decode
     that keeps going (or a demuxer that retries) is stopped between frames. Signals work in
@@ -233,12 +236,112 @@ def _clip_seed(seed: int, epoch: int, index: int) -> int:
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
+def _import_decoder(backend: str) -> None:
+    """Import a decoder's module in this process, so the decode processes forked from it
+    start with it loaded. Not decord: its runtime must start in the process that reads."""
+    import importlib
+
+    module = {"pyav": "av", "torchcodec": "torchcodec.decoders"}.get(backend)
+    if module is not None:
+        importlib.import_module(module)
+
+
+class DecodesInChild:
+    """Decoding through a :class:`~accel.watchdog.DecodeProcess`, for a dataset with the
+    fields ``backend``, ``on_error``, ``decode_timeout_s``, ``recycle_after_clips``,
+    ``recycle_rss_growth_mb`` and ``isolate_decode``.
+
+    ``_load(*args)`` (run in the child) returns a sample or a :class:`SkippedSample`;
+    :meth:`_isolated` turns a time-out or a crashed decoder into a skip (or, under
+    ``on_error="raise"``, a :class:`DecodeTimeout` / ``VideoDecodeError``). Each process
+    (main, every DataLoader worker) makes its own child on first use. The child reads a copy
+    of the dataset as it was at the fork, so what varies per call (the epoch) travels in the
+    call's arguments; other changes reach it when it is next replaced (or after ``close()``).
+    """
+
+    def _check_decode_options(self) -> None:
+        for name in ("decode_timeout_s", "recycle_after_clips", "recycle_rss_growth_mb"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+
+    def _decode_process(self):
+        from .watchdog import DecodeProcess
+
+        proc = self.__dict__.get("_decoder")
+        if proc is None or proc.owner != os.getpid():  # none yet, or the parent's (forked copy)
+            proc = DecodeProcess(self._load_for_wire, timeout_s=self.decode_timeout_s,
+                                 max_calls=self.recycle_after_clips,
+                                 max_rss_growth_mb=self.recycle_rss_growth_mb,
+                                 prepare=lambda: _import_decoder(self.backend))
+            self.__dict__["_decoder"] = proc
+        return proc
+
+    def _load_for_wire(self, *args):
+        """``_load`` with tensors as numpy arrays: they pickle as one buffer each."""
+        out = self._load(*args)
+        if isinstance(out, dict):
+            out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+        return out
+
+    def _isolated(self, path: str, *args) -> dict | SkippedSample:
+        if not self.isolate_decode:
+            return self._load(*args)
+        from .watchdog import CallTimeout, ChildDied
+
+        try:
+            out = self._decode_process().call(*args)
+        except CallTimeout:
+            error = DecodeTimeout(path, f"decode took longer than {self.decode_timeout_s:g} s")
+        except ChildDied as e:
+            error = VideoDecodeError(path, str(e))
+        else:
+            if isinstance(out, dict):
+                out = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                       for k, v in out.items()}
+            return out
+        if self.on_error == "raise":
+            raise error
+        return SkippedSample(path, error.reason)
+
+    def close(self) -> None:
+        """End this process's decode process (it also ends with the process)."""
+        proc = self.__dict__.pop("_decoder", None)
+        if proc is not None:
+            proc.close()
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_decoder", None)  # a process handle does not travel; the receiver makes its own
+        return state
+
+
+def _skip_or_raise(path: str, e: Exception, on_error: str) -> SkippedSample:
+    if on_error == "raise":
+        if isinstance(e, VideoDecodeError):
+            raise e
+        raise VideoDecodeError(path, f"{type(e).__name__}: {e}") from e
+    return SkippedSample(path, e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}")
+
+
 @dataclass
-class VideoClipDataset(torch.utils.data.Dataset):
+class VideoClipDataset(DecodesInChild, torch.utils.data.Dataset):
     """One clip per video: ``{"clip": uint8 (T, H, W, C), "label", "video_id", "indices"}``.
 
     ``frame_size=(H, W)`` resizes frames in the worker (uint8, antialiased) so clips of
     videos with different resolutions stack into one batch; ``None`` keeps the decoded size.
+
+    Decoding runs in a child process of whichever process reads (see
+    :mod:`accel.watchdog`), for every backend:
+
+    * ``decode_timeout_s``: a clip not decoded in this time is abandoned (the child is
+      killed and replaced) and the file skipped with the reason; None waits for ever.
+    * ``recycle_after_clips`` / ``recycle_rss_growth_mb``: the child is replaced after this
+      many clips, or once its memory has grown this much past its size after the first
+      clip, so decoder leaks stay bounded and persistent DataLoader workers are safe with
+      every backend. None switches a limit off.
+    * ``isolate_decode=False`` decodes in the calling process: no time limit, no recycling
+      (profiling, debugging).
     """
 
     manifest: Manifest
@@ -251,6 +354,9 @@ class VideoClipDataset(torch.utils.data.Dataset):
     on_error: str = "skip"
     decode_timeout_s: float | None = 30.0
     seed: int = 0
+    recycle_after_clips: int | None = 1000
+    recycle_rss_growth_mb: float | None = 256.0
+    isolate_decode: bool = True
     epoch: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -261,6 +367,7 @@ class VideoClipDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if self.clip_len < 1:
             raise ValueError(f"clip_len must be >= 1, got {self.clip_len}")
+        self._check_decode_options()
         self.backend = resolve_backend(self.backend)  # fail now, not inside a worker
 
     def __len__(self) -> int:
@@ -280,25 +387,23 @@ class VideoClipDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | SkippedSample:
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
+        return self._isolated(self.manifest.items[index].path, index, epoch)
+
+    def _load(self, index: int, epoch: int) -> dict | SkippedSample:
+        """Open, sample, decode and resize one clip (in the decode process)."""
         item = self.manifest.items[index]
         try:
-            with _time_limit(self.decode_timeout_s, item.path):
-                reader = self.open_reader(item.path)
-                try:
-                    generator = torch.Generator().manual_seed(_clip_seed(self.seed, epoch, index))
-                    indices = sample_indices(len(reader), self.clip_len, self.strategy,
-                                             stride=self.stride, generator=generator,
-                                             short=self.short)
-                    clip = reader.get_frames(indices)
-                finally:
-                    reader.close()
+            reader = self.open_reader(item.path)
+            try:
+                generator = torch.Generator().manual_seed(_clip_seed(self.seed, epoch, index))
+                indices = sample_indices(len(reader), self.clip_len, self.strategy,
+                                         stride=self.stride, generator=generator,
+                                         short=self.short)
+                clip = reader.get_frames(indices)
+            finally:
+                reader.close()
         except (VideoDecodeError, OSError, ValueError, IndexError) as e:
-            if self.on_error == "raise":
-                if isinstance(e, VideoDecodeError):
-                    raise
-                raise VideoDecodeError(item.path, f"{type(e).__name__}: {e}") from e
-            reason = e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}"
-            return SkippedSample(item.path, reason)
+            return _skip_or_raise(item.path, e, self.on_error)
         if self.frame_size is not None and tuple(clip.shape[1:3]) != tuple(self.frame_size):
             clip = resize_frames(clip, self.frame_size)
         return {"clip": clip, "label": item.label, "video_id": index,

@@ -7,9 +7,14 @@ and Gloo on CPU.
 Samplers are deterministic functions of (seed, epoch): a resumed run draws the same order
 as an uninterrupted one, and every rank computes the same global order, then takes its own
 disjoint slice of equal length.
+
+Several nodes: run the same torchrun command on each with ``--nnodes N --nproc_per_node P``
+and one rendezvous (``--rdzv_backend c10d --rdzv_endpoint HOST:PORT --rdzv_id JOB``); ranks
+(shards) are global, devices follow LOCAL_RANK, and only global rank 0 writes.
 """
 from __future__ import annotations
 
+import datetime
 import math
 import os
 from dataclasses import dataclass
@@ -36,8 +41,18 @@ class DistInfo:
         return self.rank == 0
 
 
-def init_distributed(device_kind: str) -> DistInfo:
-    """Join the process group torchrun describes in the environment (no-op otherwise)."""
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def init_distributed(device_kind: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
+    """Join the process group torchrun describes in the environment (no-op otherwise).
+
+    ``timeout_s`` bounds every collective: when a rank stops answering (stopped, hung in a
+    driver, a dead NCCL peer) the others fail after this long, instead of torch's default
+    (30 minutes for Gloo, 10 for NCCL), and torchrun ends the job.
+    """
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
@@ -47,7 +62,7 @@ def init_distributed(device_kind: str) -> DistInfo:
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return DistInfo(rank, world, local_rank, backend)
 
 

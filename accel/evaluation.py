@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .data import Manifest, SkippedSample, _time_limit, open_sample, resize_frames
+from .data import DecodesInChild, Manifest, SkippedSample, _skip_or_raise, open_sample, resize_frames
 from .distributed import DistInfo, ShardSampler, gather_arrays
 from .loader import ClipLoader, DevicePrefetcher, build_loader, choose_backend
 from .metrics import aggregate_by_video, classification_metrics, softmax
@@ -32,7 +32,7 @@ from .video import VideoDecodeError
 
 # --------------------------------------------------------------------------- windows
 @dataclass
-class VideoWindowsDataset(Dataset):
+class VideoWindowsDataset(DecodesInChild, Dataset):
     """Every window of a video: ``{"clip": uint8 (K, T, H, W, C), "label", "video_id",
     "indices": (K, T)}``.
 
@@ -41,6 +41,7 @@ class VideoWindowsDataset(Dataset):
     ``uniform`` clip, and the windows are its phase-shifted versions). ``window_stride``:
     frames between window starts (default: non-overlapping, plus one aligned to the end).
     ``max_windows``: evenly thin out longer lists (bounds the cost of long videos).
+    Decoding runs in a watched child process, as in :class:`~accel.data.VideoClipDataset`.
     """
 
     manifest: Manifest
@@ -52,6 +53,12 @@ class VideoWindowsDataset(Dataset):
     frame_size: tuple[int, int] | None = None
     on_error: str = "skip"
     decode_timeout_s: float | None = 60.0
+    recycle_after_clips: int | None = 1000
+    recycle_rss_growth_mb: float | None = 256.0
+    isolate_decode: bool = True
+
+    def __post_init__(self) -> None:
+        self._check_decode_options()
 
     def __len__(self) -> int:
         return len(self.manifest)
@@ -67,21 +74,20 @@ class VideoWindowsDataset(Dataset):
         return wins
 
     def __getitem__(self, index: int) -> dict | SkippedSample:
+        return self._isolated(self.manifest.items[index].path, index)
+
+    def _load(self, index: int) -> dict | SkippedSample:
         item = self.manifest.items[index]
         try:
-            with _time_limit(self.decode_timeout_s, item.path):
-                reader = open_sample(item.path, self.backend)
-                try:
-                    wins = self.windows(len(reader))
-                    flat = [i for w in wins for i in w]
-                    frames = reader.get_frames(flat)
-                finally:
-                    reader.close()
+            reader = open_sample(item.path, self.backend)
+            try:
+                wins = self.windows(len(reader))
+                flat = [i for w in wins for i in w]
+                frames = reader.get_frames(flat)
+            finally:
+                reader.close()
         except (VideoDecodeError, OSError, ValueError, IndexError) as e:
-            if self.on_error == "raise":
-                raise
-            reason = e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}"
-            return SkippedSample(item.path, reason)
+            return _skip_or_raise(item.path, e, self.on_error)
         if self.frame_size is not None and tuple(frames.shape[1:3]) != tuple(self.frame_size):
             frames = resize_frames(frames, self.frame_size)
         k, t = len(wins), self.clip_len
@@ -253,7 +259,7 @@ def evaluate_split(fwd, manifest: Manifest, s: EvalSettings, device: torch.devic
 def write_report_files(report: dict, manifest: Manifest, out_dir: str | Path, *,
                        prefix: str = "test") -> list[Path]:
     """Plots (confusion matrix, ROC, per-class accuracy; clip and video level) and a
-    ``{prefix}_predictions.csv`` with one row per video."""
+    ``{prefix}_predictions.csv`` with one row per video (paths byte for byte as on disk)."""
     from .plots import plot_confusion_matrix, plot_per_class_accuracy, plot_roc
 
     out_dir = Path(out_dir)
@@ -274,7 +280,9 @@ def write_report_files(report: dict, manifest: Manifest, out_dir: str | Path, *,
                                                classes, out_dir / f"{tag}_per_class_accuracy.png",
                                                title=f"{what}: per-class accuracy"))
     path = out_dir / f"{prefix}_predictions.csv"
-    with path.open("w", newline="") as f:
+    # UTF-8, except that a file name which is not UTF-8 on disk (it reaches Python with
+    # surrogate escapes) is written as its own bytes: the column names the file exactly.
+    with path.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         w = csv.writer(f)
         levels = list(report["_predictions"])
         w.writerow(["video_id", "path", "label"] + [f"{lv}_pred" for lv in levels]

@@ -160,7 +160,8 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                  on_error: str = "skip", decode_timeout_s: float | None = 30.0,
                  seed: int = 0, device: torch.device | str | None = None,
                  dataset_type: type[VideoClipDataset] = VideoClipDataset,
-                 dali_device: str | None = None) -> ClipLoader:
+                 dali_device: str | None = None, recycle_after_clips: int | None = 1000,
+                 recycle_rss_growth_mb: float | None = 256.0) -> ClipLoader:
     """A loader of uint8 channels-last clip batches from ``manifest``.
 
     ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
@@ -170,6 +171,12 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
     :class:`accel.dali.DaliClipLoader`: the same batches, decoded by DALI, with the clip
     already on the GPU; ``num_workers`` sets its CPU threads and ``prefetch_factor`` its queue
     depth. ``dali_device="cpu"`` asks for DALI's CPU decoder (VP8/VP9/MJPEG; tests, no GPU).
+
+    CPU backends decode in a child process of each worker (of this process with
+    ``num_workers=0``): a clip not decoded within ``decode_timeout_s`` is abandoned and
+    skipped, and the child is replaced after ``recycle_after_clips`` clips or
+    ``recycle_rss_growth_mb`` of growth, which keeps ``persistent_workers=True`` bounded in
+    memory with every backend (see :class:`~accel.data.VideoClipDataset`).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -190,7 +197,9 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                               prefetch_queue_depth=prefetch_factor or 2, reason=why)
     dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
                            short=short, backend=chosen, frame_size=frame_size,
-                           on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed)
+                           on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed,
+                           recycle_after_clips=recycle_after_clips,
+                           recycle_rss_growth_mb=recycle_rss_growth_mb)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
@@ -204,6 +213,7 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                         # Pinned on the DataLoader's own thread, off the training loop;
                         # Tensor.pin_memory keeps the strides, so the clip stays channels_last_3d.
                         pin_memory=pin_memory,
+                        # A batch takes at most batch_size abandoned decodes (plus forks).
                         timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
     return ClipLoader(dataset, loader, chosen, why)
 

@@ -79,12 +79,31 @@ class VideoReader(abc.ABC):
     backend: str = ""
 
     def __init__(self, path: str | os.PathLike, *, threads: int = 1, stream: int | None = None):
-        self.path = str(path)
+        self.path = os.fsdecode(path)  # bytes too: a non-UTF-8 name keeps its bytes (surrogates)
         self.threads = threads
         self.stream = stream  # the container stream asked for; None: the best video stream
         self._opened = False
         self._error: VideoDecodeError | None = None  # a file that failed fails the same way again
         self._delegate: VideoReader | None = None
+        self._fd: int | None = None
+
+    def _native_path(self) -> str:
+        """A name for the file that C libraries taking UTF-8 strings can open.
+
+        A file name that is not UTF-8 on disk (Latin-1 ``caf\xe9.mp4``) reaches Python as a
+        str with surrogate escapes, which decord and torchcodec refuse to encode. Such a
+        file is opened here by its bytes and handed over as ``/proc/self/fd/N``
+        (``/dev/fd/N`` elsewhere), an ASCII name for the same file; closed with the reader.
+        """
+        try:
+            self.path.encode("utf-8")
+            return self.path
+        except UnicodeEncodeError:
+            pass
+        if self._fd is None:
+            self._fd = os.open(os.fsencode(self.path), os.O_RDONLY)
+        folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
+        return f"{folder}/{self._fd}"
 
     # -- lifecycle -------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -97,9 +116,11 @@ class VideoReader(abc.ABC):
             if self._num_frames < 1:
                 raise VideoDecodeError(self.path, "no video frames")
         except VideoDecodeError as e:
+            self.close()
             self._error = e
             raise
         except Exception as e:  # each backend raises its own types; the path matters most
+            self.close()
             self._error = VideoDecodeError(self.path, f"cannot open ({type(e).__name__}: {e})")
             raise self._error from e
         self._opened = True
@@ -130,6 +151,9 @@ class VideoReader(abc.ABC):
             self._delegate.close()
             self._delegate = None
         self._opened = False
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -354,7 +378,7 @@ class DecordReader(VideoReader):
         if why:
             return self._use_pyav(why)
         try:
-            self._vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=self.threads)
+            self._vr = decord.VideoReader(self._native_path(), ctx=decord.cpu(0), num_threads=self.threads)
         except decord.DECORDError as e:  # e.g. no AV1 decoder in decord's bundled FFmpeg
             first = str(e).strip().splitlines()[0][-120:]
             return self._use_pyav(f"decord cannot decode {index.codec} ({first})")
@@ -396,7 +420,7 @@ class TorchCodecReader(VideoReader):
             return self._use_pyav(why)
         try:
             # Our index as its frame mappings: exact seeking without torchcodec's own scan.
-            self._decoder = VideoDecoder(self.path, stream_index=index.stream,
+            self._decoder = VideoDecoder(self._native_path(), stream_index=index.stream,
                                          custom_frame_mappings=index.frame_mappings(),
                                          dimension_order="NHWC", num_ffmpeg_threads=self.threads,
                                          device="cpu")

@@ -35,6 +35,9 @@ class VideoDecodeError(RuntimeError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # pickles whole across the decode process's pipe
+        return type(self), (self.path, self.reason)
+
 
 @dataclass(frozen=True)
 class StreamIndex:

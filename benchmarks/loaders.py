@@ -5,6 +5,11 @@ use (decode every frame of the video, then keep the sampled ones).
 Without ``--data`` it encodes its own benchmark set once (cached under ``--cache``):
 20 s 640x360 H.264 videos at 25 fps (Big Buck Bunny content), one set per keyframe
 interval in ``--gops``.
+
+``--soak`` measures memory instead of speed: per backend, the memory growth over ``--clips``
+clips (default 10000) of the bare decoder in one process, and of the loader (persistent
+workers) with decode-process recycling off and on. Without ``--data`` it reads tiny videos,
+so that many clips take minutes.
 """
 from __future__ import annotations
 
@@ -147,6 +152,121 @@ def _through_loader(manifest: Manifest, plan: list[int], backend: str, workers: 
             "skipped_files": loader.skipped, **tel.summary()}
 
 
+# --------------------------------------------------------------------------- soak
+SOAK_COLUMNS = ["backend", "mode", "workers", "clips", "start_mb", "end_mb", "max_mb",
+                "growth_mb", "growth_pct", "clips_per_s", "skipped", "status"]
+
+
+def _pss_mb(descendants: bool) -> float:
+    """Proportional memory (PSS: each shared page split among the processes mapping it, so
+    a sum over forked processes counts every page once) of this process, or of all its
+    descendants (the DataLoader workers and their decode processes: where decoders live)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0
+    for p in (me.children(recursive=True) if descendants else [me]):
+        try:
+            info = p.memory_full_info()
+            total += getattr(info, "pss", info.rss)  # PSS is Linux-only
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return total / 2**20
+
+
+def _soak_row(backend: str, mode: str, workers: int, clips: int, samples: list[float],
+              seconds: float, skipped: int) -> dict:
+    start, end = samples[0], samples[-1]
+    return {"backend": backend, "mode": mode, "workers": workers, "clips": clips,
+            "samples": [round(x, 1) for x in samples], "start_mb": start, "end_mb": end,
+            "max_mb": max(samples), "growth_mb": end - start, "growth_pct": 100 * (end - start) / start,
+            "clips_per_s": clips / seconds, "skipped": skipped, "status": "ok"}
+
+
+def _soak_raw(manifest: Manifest, backend: str, args, queue) -> None:
+    """The bare decoder in one (forked) process; PSS after every ``clips / samples`` clips."""
+    plan = _clip_plan(manifest, args.clips)
+    every = max(1, len(plan) // args.soak_samples)
+    samples = []
+    t0 = time.perf_counter()
+    for n, position in enumerate(plan, start=1):
+        reader = open_video(manifest.items[position].path, backend)
+        indices = sample_indices(len(reader), args.clip_len, "random",
+                                 generator=torch.Generator().manual_seed(n))
+        reader.get_frames(indices)
+        reader.close()
+        if n == min(every, len(plan)) // 10 or n % every == 0:  # first sample: warmed up
+            samples.append(_pss_mb(False))
+    queue.put(_soak_row(backend, "raw", 0, len(plan), samples, time.perf_counter() - t0, 0))
+
+
+def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -> None:
+    """build_loader with persistent workers over ``--clips`` clips in epochs of the
+    manifest; PSS of its workers and their decode processes at each sample."""
+    kwargs = {} if recycle else {"recycle_after_clips": None, "recycle_rss_growth_mb": None}
+    loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
+                          strategy="random", backend=backend, num_workers=args.workers,
+                          shuffle=True, persistent_workers=True, pin_memory=False, **kwargs)
+    per_epoch = len(manifest)
+    epochs = max(1, args.clips // per_epoch)
+    every = max(1, epochs // args.soak_samples)
+    samples, clips = [], 0
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:
+            clips += batch["clip"].shape[0]
+        if epoch == 0 or (epoch + 1) % every == 0:
+            samples.append(_pss_mb(True))
+    mode = "loader_recycled" if recycle else "loader_no_recycling"
+    queue.put(_soak_row(backend, mode, args.workers, clips, samples, time.perf_counter() - t0,
+                        len(loader.skipped)))
+
+
+def _in_child(target, *args) -> dict:
+    """Run one soak measurement in a fresh forked process: backends do not share a heap."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    row = queue.get()
+    proc.join()
+    return row
+
+
+def make_soak_data(cache: Path) -> Path:
+    """Tiny H.264 videos (48 frames of 32x32, a keyframe every 12): many clips a minute."""
+    from accel.synth import write_index_video
+
+    root = cache / "soak_32x32"
+    for i in range(16):
+        path = root / "soak" / f"v{i:02d}.mp4"
+        if not path.is_file():
+            write_index_video(path, 48, width=32, height=32, gop=12, seed=i)
+    return root
+
+
+def run_soak(manifest: Manifest, args) -> list[dict]:
+    rows = []
+    available = set(available_backends())
+    for backend in args.backends:
+        if backend in ("naive", "dali"):
+            continue  # naive is PyAV; DALI has no CPU worker processes to grow
+        if backend not in available:
+            rows.append({"backend": backend, "status": "skipped", "reason": f"{backend} is not installed"})
+            continue
+        rows.append(_in_child(_soak_raw, manifest, backend, args))
+        for recycle in (False, True):  # the second: the defaults
+            rows.append(_in_child(_soak_loader, manifest, backend, recycle, args))
+        for r in rows[-3:]:
+            print(f"{backend:>10} {r['mode']:>20}: {r['start_mb']:.1f} -> {r['end_mb']:.1f} MiB "
+                  f"({r['growth_pct']:+.1f}%) over {r['clips']} clips, {r['clips_per_s']:.0f} clips/s",
+                  flush=True)
+    return rows
+
+
 def _skip_row(backend: str, reason: str) -> dict:
     return {"backend": backend, "status": "skipped", "reason": reason}
 
@@ -196,7 +316,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES, default="uniform")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--clips", type=int, default=48, help="clips read per backend")
+    p.add_argument("--clips", type=int, default=None, help="clips read per backend (default 48; --soak 10000)")
     p.add_argument("--gops", default="25,50,250",
                    help="keyframe intervals of the generated videos (ignored with --data)")
     p.add_argument("--videos", type=int, default=6, help="generated videos per keyframe interval")
@@ -207,7 +327,11 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="skip the workers=0 pass that measures the loader's overhead")
     p.add_argument("--dali-device", choices=("gpu", "cpu"), default="gpu",
                    help="gpu: NVDEC (needs CUDA); cpu: DALI's CPU decoder (VP8/VP9 only)")
-    p.add_argument("--json", type=Path, default=Path("runs/benchmarks/loaders.json"))
+    p.add_argument("--soak", action="store_true",
+                   help="memory growth per backend over --clips clips (default 10000) instead of speed")
+    p.add_argument("--soak-samples", type=int, default=10, help="memory samples per soak run")
+    p.add_argument("--json", type=Path, default=None,
+                   help="default runs/benchmarks/loaders.json (--soak: loaders_soak.json)")
     return p
 
 
@@ -216,6 +340,17 @@ def main(args) -> int:
     unknown = [b for b in args.backends if b not in ALL_BACKENDS]
     if unknown:
         raise SystemExit(f"error: unknown backends {unknown}; choose from {', '.join(ALL_BACKENDS)}")
+    args.clips = args.clips or (10_000 if args.soak else 48)
+    args.json = args.json or Path(f"runs/benchmarks/loaders{'_soak' if args.soak else ''}.json")
+    if args.soak:
+        manifest = load_manifest(args.data, args.split) if args.data else \
+            load_manifest(make_soak_data(args.cache))
+        rows = run_soak(manifest, args)
+        paths = write_results(rows, args.json, command=args.command_line, columns=SOAK_COLUMNS,
+                              title="Loader memory soak")
+        print(markdown_table(rows, SOAK_COLUMNS))
+        print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+        return 0
     if args.data is not None:
         datasets = [("n/a", load_manifest(args.data, args.split))]
     else:

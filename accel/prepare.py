@@ -246,6 +246,8 @@ def _encode(src: str, tmp: Path, container_format: str, options: PrepareOptions,
                                    f"{src_pts[i] if i < len(src_pts) else None} (corrupt or out-of-order stream)")
             small = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
             small.pts, small.time_base = frame.pts, time_base
+            # The decoder marks the source's keyframes, and x264 would force those too.
+            small.pict_type = av.video.frame.PictureType.NONE
             if i in wanted:
                 reference[i] = small.to_ndarray(format="rgb24")
             for packet in ost.encode(small):
@@ -278,7 +280,7 @@ def _verify(tmp: Path, options: PrepareOptions, src_pts: list[int], src_tb: Frac
     indices = sorted(reference)
     with PyAVReader(tmp) as reader:
         frames = reader.get_frames(indices).numpy()
-    values = [round(psnr(f, reference[i]), 2) for f, i in zip(frames, indices)]
+    values = [round(float(psnr(f, reference[i])), 2) for f, i in zip(frames, indices)]
     if min(values) < options.min_psnr:
         bad = indices[int(np.argmin(values))]
         raise PrepareError(f"frame {bad} has PSNR {min(values):.1f} dB against the resized source "
@@ -391,14 +393,23 @@ class DoneRecord:
 
 
 # --------------------------------------------------------------------------- a run
+def _worker_context():
+    """forkserver where there is one: workers fork from a clean process that imported this
+    module once (no threads, nothing opened), instead of each importing torch again (spawn)."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["accel.prepare"])
+    return ctx
+
+
 def _results(todo: list[Job], options: PrepareOptions, workers: int):
     """(job, result) as each job finishes; worker processes when ``workers > 1``."""
     if workers <= 1 or len(todo) <= 1:
         for job in todo:
             yield job, run_job(job, options)
         return
-    # spawn: a fresh interpreter per worker, nothing inherited from the parent's state.
-    with cf.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with cf.ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
         futures = {pool.submit(run_job, job, options): job for job in todo}
         try:
             for future in cf.as_completed(futures):

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel.data import FrameFolderReader, Manifest, VideoClipDataset, load_manifest, resize_frames
+from accel.data import (FrameFolderReader, Manifest, ManifestError, VideoClipDataset, load_manifest,
+                        resize_frames)
 from accel.loader import build_loader
 from accel.sampling import STRATEGIES, sample_indices
 from accel.telemetry import Telemetry
@@ -225,8 +226,11 @@ def _prepared_manifests(args) -> tuple[Manifest, Manifest]:
     same order, so the clip plan (positions and seeds) reads the same clips from both."""
     if args.data is None:
         raise SystemExit("error: --prepared needs --data (the dataset it was prepared from)")
-    original = load_manifest(args.data, args.split)
-    prepared = load_manifest(args.prepared, args.split)
+    try:
+        original = load_manifest(args.data, args.split)
+        prepared = load_manifest(args.prepared, args.split)
+    except ManifestError as e:
+        raise SystemExit(f"error: {e}") from None
 
     def rel(m: Manifest, root: Path) -> list[str]:
         base = root.parent if root.suffix.lower() == ".csv" else root

@@ -324,8 +324,13 @@ def main(args) -> int:
 def _main_prepared(args) -> int:
     rows = run_prepared_comparison(*_prepared_manifests(args), args)
     columns = ["dataset", *COLUMNS, "speedup_vs_original", "median_clip_speedup"]
+    notes = ("\n`raw_<backend>` rows: the bare decoder in one process, the same clip from both datasets "
+             "back to back (alternating which goes first), so load drift on a shared machine hits both; "
+             "`speedup_vs_original` = prepared clips/s / original clips/s (same backend and workers); "
+             "`median_clip_speedup` = median over clips of the per-clip time ratio. Loader rows "
+             "(`--workers` DataLoader workers) run one dataset after the other.\n")
     paths = write_results(rows, args.json, command=args.command_line, columns=columns,
-                          title="Loader throughput, original vs prepared")
+                          title="Loader throughput, original vs prepared", notes=notes)
     print(markdown_table(rows, columns))
     for r in rows:
         if "speedup_vs_original" in r:

@@ -38,12 +38,15 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import SPLITS, ManifestError, load_manifest
+from ..data import SPLITS, ManifestError, load_manifest
 
 CODECS = {"h264": "libx264", "hevc": "libx265"}
 TUNES = ("none", "fastdecode")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow")
 STATE_DIR = ".prepare"
+# Bump when the outputs for the same options change (sizes, encoder settings): done records
+# of other versions are redone.
+FORMAT_VERSION = 1
 # Containers that carry H.264/HEVC with per-frame timestamps keep their own muxer; the rest
 # (AVI cannot carry variable frame rates, WebM cannot carry H.264, MPEG-PS is awkward) get MP4
 # content under their original name: every decoder here probes the content, not the name.
@@ -81,7 +84,8 @@ class PrepareOptions:
 
     def encoding(self) -> dict:
         """The settings that change an output's bytes (what a done record is keyed on)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("check_frames", "min_psnr")}
+        kept = {k: v for k, v in asdict(self).items() if k not in ("check_frames", "min_psnr")}
+        return {**kept, "format_version": FORMAT_VERSION}
 
 
 # --------------------------------------------------------------------------- planning
@@ -167,11 +171,21 @@ def plan(src: Path, dst: Path, splits: Sequence[str] | None = None) -> Plan:
 
 # --------------------------------------------------------------------------- one video
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) with the short side ``short_side`` (never upscaled), both even
-    (4:2:0 chroma needs even sizes), aspect ratio kept to the nearest even pixel."""
-    scale = min(1.0, short_side / min(width, height))
-    even = lambda v: max(2, int(round(v * scale / 2)) * 2)  # noqa: E731
-    return even(width), even(height)
+    """(width, height) for a short side of about ``short_side``, never upscaled.
+
+    The width is a multiple of 32 where it can be (torchcodec converts such frames with
+    swscale and others through a filter graph, 5-6x slower per clip here), the height follows
+    the aspect ratio to the nearest even pixel (4:2:0 chroma), so the short side lands within
+    about 16 px of ``short_side`` (640x360 -> 224x126).
+    """
+    even = lambda v: max(2, int(round(v / 2)) * 2)  # noqa: E731
+    target = width * min(1.0, short_side / min(width, height))
+    if target >= 32:
+        w = int(round(target / 32)) * 32
+        w = w - 32 if w > width else w
+    else:
+        w = even(target)
+    return w, min(even(w * height / width), height - height % 2)
 
 
 def frame_times(path: str | Path) -> tuple[list[int], Fraction]:
@@ -263,7 +277,7 @@ def _encode(src: str, tmp: Path, container_format: str, options: PrepareOptions,
 def _verify(tmp: Path, options: PrepareOptions, src_pts: list[int], src_tb: Fraction,
             reference: dict[int, np.ndarray]) -> list[float]:
     """Same frame count and times as the source; PSNR of the reference frames read back."""
-    from .video import PyAVReader
+    from ..video import PyAVReader
 
     out_pts, out_tb = frame_times(tmp)
     if len(out_pts) != len(src_pts):
@@ -511,7 +525,7 @@ def prepare(src: str | Path, dst: str | Path, options: PrepareOptions = PrepareO
 
 # --------------------------------------------------------------------------- command line
 def build_parser():
-    from .cli import Parser, non_negative_float, positive_int
+    from ..cli import Parser, non_negative_float, positive_int
 
     p = Parser(prog="python -m accel.prepare", description=__doc__.split("\n\n")[0],
                epilog="Exit status: 0 all prepared, 1 some sources failed (listed), 2 bad input, "
@@ -539,7 +553,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .cli import one_line
+    from ..cli import one_line
 
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -571,6 +585,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {report['report']}")
     return 1 if report["failed"] else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

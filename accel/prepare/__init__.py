@@ -446,6 +446,14 @@ def _write_csv(plan_: Plan, failed: set[str]) -> None:
     os.replace(tmp, plan_.csv_out)
 
 
+def _remove_stale(dst: Path) -> None:
+    """An output of an earlier version of a source that now fails: it no longer matches."""
+    if dst.is_dir():
+        shutil.rmtree(dst)
+    elif dst.exists():
+        dst.unlink()
+
+
 def summarize(outputs: list[dict], failed: list[dict]) -> dict:
     by_status = {s: sum(1 for o in outputs if o["status"] == s) for s in ("prepared", "kept", "copied")}
     videos = [o for o in outputs if o["status"] != "copied"]
@@ -476,13 +484,14 @@ def prepare(src: str | Path, dst: str | Path, options: PrepareOptions = PrepareO
     done = DoneRecord(dst)
     outputs: list[dict] = []
     failed: list[dict] = []
-    todo = []
+    todo, keys = [], {}
     for job in plan_.jobs:
         entry = done.is_done(job, options)
         if entry is not None:
             outputs.append({**entry, "status": "kept"})
         else:
             todo.append(job)
+            keys[job.rel] = source_key(job.src) if Path(job.src).exists() else None  # before reading it
     interrupted = False
     bar = tqdm(total=len(todo), desc=f"prepare {dst}", unit="file", disable=not progress)
     try:
@@ -491,8 +500,9 @@ def prepare(src: str | Path, dst: str | Path, options: PrepareOptions = PrepareO
             if result["status"] == "failed":
                 failed.append({"path": job.src, "rel": job.rel, "reason": result["reason"]})
                 bar.write(f"skipped {job.src}: {result['reason']}")
+                _remove_stale(Path(job.dst))
                 continue
-            result.update(input_bytes=source_key(job.src)["size"], source=source_key(job.src),
+            result.update(input_bytes=keys[job.rel]["size"], source=keys[job.rel],
                           options=options.encoding())
             done.add(result)
             outputs.append(result)
@@ -575,11 +585,11 @@ def main(argv: list[str] | None = None) -> int:
               f"(report: {e.args[0] if e.args else '-'})", file=sys.stderr)
         return 130
     files, ps = report["files"], report["psnr_db"]
-    ratio = report["input_bytes"] / report["output_bytes"] if report["output_bytes"] else float("nan")
+    share = report["output_bytes"] / report["input_bytes"] if report["input_bytes"] else float("nan")
     print(f"{files['prepared']} prepared, {files['kept']} kept from earlier runs, {files['copied']} "
           f"frame folders linked, {files['failed']} failed; {report['frames']} frames, "
           f"{report['input_bytes'] / 1e6:.1f} MB -> {report['output_bytes'] / 1e6:.1f} MB "
-          f"({ratio:.1f}x smaller), PSNR min {ps['min']} mean {ps['mean']} dB, {report['seconds']:.1f} s")
+          f"({share:.0%} of the input), PSNR min {ps['min']} mean {ps['mean']} dB, {report['seconds']:.1f} s")
     for f in report["failed"]:
         print(f"  failed {f['path']}: {f['reason']}")
     print(f"report: {report['report']}")

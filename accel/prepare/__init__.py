@@ -537,18 +537,21 @@ def prepare(src: str | Path, dst: str | Path, options: PrepareOptions = PrepareO
 def build_parser():
     from ..cli import Parser, non_negative_float, positive_int
 
-    p = Parser(prog="python -m accel.prepare", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m accel.prepare",
+               description="Transcode a dataset once into files that decode fast: DST gets SRC's "
+                           "relative paths, every output checked (frame count, timestamps, PSNR).",
                epilog="Exit status: 0 all prepared, 1 some sources failed (listed), 2 bad input, "
                       "130 interrupted (rerun to continue).")
     p.add_argument("src", type=Path, help="dataset: class folders (with or without train/val/test) or a CSV")
     p.add_argument("dst", type=Path, help="output folder: same relative paths (and CSV) as SRC")
-    p.add("--short-side", type=positive_int, default=128, help="resize so the short side is this (never upscales)")
+    p.add("--short-side", type=positive_int, default=128, help="short side of about this many pixels (the width is rounded to a multiple of 32; "
+               "never upscales; default 128)")
     p.add("--gop", type=positive_int, default=16, help="frames between keyframes (default 16)")
     p.add("--bframes", type=int, default=0, help="max consecutive B-frames (default 0)")
     p.add("--crf", type=int, default=20, help="x264/x265 constant rate factor (default 20)")
     p.add("--codec", choices=tuple(CODECS), default="h264")
     p.add("--tune", choices=TUNES, default=PrepareOptions.tune,
-          help=f"x264 tuning (default {PrepareOptions.tune}; see the README for the measurement)")
+          help=f"encoder tuning (default {PrepareOptions.tune}: measured 1.6-1.8x faster clips, README)")
     p.add("--preset", choices=PRESETS, default="medium", help="encoder speed/size trade-off")
     p.add("--workers", type=positive_int, default=max(1, len(os.sched_getaffinity(0))),
           help="parallel worker processes (default: the cores this process may use)")

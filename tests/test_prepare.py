@@ -270,7 +270,7 @@ def test_training_on_prepared_data_matches_the_original(tmp_path):
     assert report["files"]["prepared"] == 240 and report["psnr_db"]["min"] >= 30
     accuracy = {}
     for name, data in (("original", src), ("prepared", dst)):
-        out = tmp_path / name
+        out = tmp_path / f"run_{name}"
         r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_dir", str(data), "--out_dir",
                             str(out), "--model", "tsm_resnet18", "--epochs", "5", "--clip_len", "8",
                             "--size", "32", "--batch_size", "8", "--lr", "1e-3", "--augment", "none",

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel.data import FrameFolderReader, Manifest, VideoClipDataset, load_manifest, resize_frames
+from accel.data import (FrameFolderReader, Manifest, ManifestError, VideoClipDataset, load_manifest,
+                        resize_frames)
 from accel.loader import build_loader
 from accel.sampling import STRATEGIES, sample_indices
 from accel.telemetry import Telemetry
@@ -103,26 +104,31 @@ def _clip_plan(manifest: Manifest, clips: int) -> list[int]:
 
 def _raw(manifest: Manifest, plan: list[int], backend: str, args) -> dict:
     """The bare decoder in this process: open, sample, decode, resize; no DataLoader."""
-    times = []
-    reader_type = NaiveReader if backend == "naive" else None
     with Telemetry() as tel:
-        for position in plan:
-            path = manifest.items[position].path
-            t0 = time.perf_counter()
-            reader = reader_type(path) if reader_type else open_video(path, backend)
-            n = len(reader)
-            indices = sample_indices(n, args.clip_len, args.strategy,
-                                     generator=torch.Generator().manual_seed(position))
-            clip = reader.get_frames(indices)
-            if args.size:
-                clip = resize_frames(clip, (args.size, args.size))
-            reader.close()
-            times.append((time.perf_counter() - t0) * 1e3)
+        times = [_raw_clip_ms(manifest.items[position].path, position, backend, args)
+                 for position in plan]
+    return _raw_row(backend, times, args, tel.summary())
+
+
+def _raw_clip_ms(path: str, position: int, backend: str, args) -> float:
+    """Wall milliseconds to open ``path``, sample the clip seeded by ``position``, decode, resize."""
+    t0 = time.perf_counter()
+    reader = NaiveReader(path) if backend == "naive" else open_video(path, backend)
+    indices = sample_indices(len(reader), args.clip_len, args.strategy,
+                             generator=torch.Generator().manual_seed(position))
+    clip = reader.get_frames(indices)
+    if args.size:
+        clip = resize_frames(clip, (args.size, args.size))
+    reader.close()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _raw_row(backend: str, times: list[float], args, telemetry: dict) -> dict:
     stats = summarize_ms(times)
     total_s = sum(times) / 1e3
-    return {"backend": f"raw_{backend}", "workers": 0, "clips": len(plan),
-            "clips_per_s": len(plan) / total_s, "frames_per_s": len(plan) * args.clip_len / total_s,
-            "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "skipped": 0, **tel.summary()}
+    return {"backend": f"raw_{backend}", "workers": 0, "clips": len(times),
+            "clips_per_s": len(times) / total_s, "frames_per_s": len(times) * args.clip_len / total_s,
+            "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "skipped": 0, **telemetry}
 
 
 def _through_loader(manifest: Manifest, plan: list[int], backend: str, workers: int, args) -> dict:
@@ -330,9 +336,81 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--soak", action="store_true",
                    help="memory growth per backend over --clips clips (default 10000) instead of speed")
     p.add_argument("--soak-samples", type=int, default=10, help="memory samples per soak run")
+    p.add_argument("--prepared", type=Path, default=None,
+                   help="the same dataset after python -m accel.prepare: read the same clips from "
+                        "both in this run and add speedup_vs_original (needs --data)")
     p.add_argument("--json", type=Path, default=None,
                    help="default runs/benchmarks/loaders.json (--soak: loaders_soak.json)")
     return p
+
+
+# --------------------------------------------------------------------------- --prepared
+def _prepared_manifests(args) -> tuple[Manifest, Manifest]:
+    """The manifests of --data and --prepared, checked to list the same files in the
+    same order, so the clip plan (positions and seeds) reads the same clips from both."""
+    if args.data is None:
+        raise SystemExit("error: --prepared needs --data (the dataset it was prepared from)")
+    try:
+        original = load_manifest(args.data, args.split)
+        prepared = load_manifest(args.prepared, args.split)
+    except ManifestError as e:
+        raise SystemExit(f"error: {e}") from None
+
+    def rel(m: Manifest, root: Path) -> list[str]:
+        base = root.parent if root.suffix.lower() == ".csv" else root
+        return [os.path.relpath(item.path, base) for item in m.items]
+
+    if rel(original, args.data) != rel(prepared, args.prepared):
+        raise SystemExit(f"error: {args.prepared} does not list the same files as {args.data} "
+                         f"(prepare it again, or check --split)")
+    return original, prepared
+
+
+def _raw_paired(original: Manifest, prepared: Manifest, plan: list[int], backend: str,
+                args) -> list[dict]:
+    """The bare decoder on the same clip from both datasets, alternating which goes first:
+    on a shared machine the load drifts, and pairing keeps the ratio fair."""
+    times: dict[str, list[float]] = {"original": [], "prepared": []}
+    with Telemetry() as tel:
+        for k, position in enumerate(plan):
+            pair = [("original", original), ("prepared", prepared)]
+            for label, manifest in pair if k % 2 == 0 else pair[::-1]:
+                times[label].append(_raw_clip_ms(manifest.items[position].path, position, backend, args))
+    ratios = np.asarray(times["original"]) / np.asarray(times["prepared"])
+    rows = [{**_raw_row(backend, times[label], args, tel.summary()), "dataset": label}
+            for label in times]
+    rows[1]["median_clip_speedup"] = float(np.median(ratios))  # per-clip ratios: robust to spikes
+    return rows
+
+
+def run_prepared_comparison(original: Manifest, prepared: Manifest, args) -> list[dict]:
+    """Paired bare-decoder rows, then the loader on each dataset, for every backend."""
+    plan = _clip_plan(original, args.clips)
+    available = set(available_backends())
+    rows = []
+    for backend in args.backends:
+        if backend == "dali" or (backend != "naive" and backend not in available):
+            rows.append({**_skip_row(backend, "not compared with --prepared" if backend == "dali"
+                                     else f"{backend} is not installed here"), "dataset": "both"})
+            continue
+        rows += _raw_paired(original, prepared, plan, backend, args)
+        for label, manifest in (("original", original), ("prepared", prepared)):
+            rows.append({**_through_loader(manifest, plan, backend, args.workers, args), "dataset": label})
+    for r in rows:
+        r.update(gop="n/a", clip_len=args.clip_len, size=args.size, status=r.get("status", "ok"))
+        r.setdefault("workers", args.workers)
+    _add_speedup_vs_original(rows)
+    return rows
+
+
+def _add_speedup_vs_original(rows: list[dict]) -> None:
+    """Each prepared row against the original row of the same backend and worker count."""
+    original = {(r["backend"], r["workers"]): r for r in rows
+                if r.get("dataset") == "original" and r["status"] == "ok"}
+    for r in rows:
+        base = original.get((r["backend"], r["workers"]))
+        if r.get("dataset") == "prepared" and r["status"] == "ok" and base:
+            r["speedup_vs_original"] = r["clips_per_s"] / base["clips_per_s"]
 
 
 def main(args) -> int:
@@ -342,6 +420,8 @@ def main(args) -> int:
         raise SystemExit(f"error: unknown backends {unknown}; choose from {', '.join(ALL_BACKENDS)}")
     args.clips = args.clips or (10_000 if args.soak else 48)
     args.json = args.json or Path(f"runs/benchmarks/loaders{'_soak' if args.soak else ''}.json")
+    if args.prepared is not None:
+        return _main_prepared(args)
     if args.soak:
         manifest = load_manifest(args.data, args.split) if args.data else \
             load_manifest(make_soak_data(args.cache))
@@ -361,8 +441,9 @@ def main(args) -> int:
     rows = []
     for gop, manifest in tqdm(datasets, desc="datasets", unit="set"):
         rows += run_one_dataset(manifest, gop, args)
-    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS, title="Loader throughput")
-    print(markdown_table(rows, COLUMNS))
+    columns = COLUMNS
+    paths = write_results(rows, args.json, command=args.command_line, columns=columns, title="Loader throughput")
+    print(markdown_table(rows, columns))
     for gop in dict.fromkeys(r["gop"] for r in rows):
         ok = [r for r in rows if r["gop"] == gop and r["status"] == "ok" and not r["backend"].startswith("raw_")]
         if ok:
@@ -371,5 +452,24 @@ def main(args) -> int:
             vs = f", {best['clips_per_s'] / naive['clips_per_s']:.1f}x naive" if naive else ""
             print(f"gop {gop}: fastest {best['backend']} {best['clips_per_s']:.1f} clips/s{vs}; "
                   f"skipped files: {sum(r.get('skipped', 0) for r in ok)}")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    return 0
+
+
+def _main_prepared(args) -> int:
+    rows = run_prepared_comparison(*_prepared_manifests(args), args)
+    columns = ["dataset", *COLUMNS, "speedup_vs_original", "median_clip_speedup"]
+    notes = ("\n`raw_<backend>` rows: the bare decoder in one process, the same clip from both datasets "
+             "back to back (alternating which goes first), so load drift on a shared machine hits both; "
+             "`speedup_vs_original` = prepared clips/s / original clips/s (same backend and workers); "
+             "`median_clip_speedup` = median over clips of the per-clip time ratio. Loader rows "
+             "(`--workers` DataLoader workers) run one dataset after the other.\n")
+    paths = write_results(rows, args.json, command=args.command_line, columns=columns,
+                          title="Loader throughput, original vs prepared", notes=notes)
+    print(markdown_table(rows, columns))
+    for r in rows:
+        if "speedup_vs_original" in r:
+            median = f" (median per clip {r['median_clip_speedup']:.1f}x)" if "median_clip_speedup" in r else ""
+            print(f"{r['backend']}: {r['speedup_vs_original']:.1f}x faster from {args.prepared}{median}")
     print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
     return 0

@@ -187,14 +187,14 @@ def _classes_from_labels(labels: list[str]) -> list[str]:
     return sorted(names)
 
 
-def _resolve(root: Path, text: str) -> str:
-    path = Path(text)
-    if path.is_absolute():
-        return str(path)
-    direct = root / path
-    if not direct.exists() and (root / "sequences" / path).exists():
-        return str(root / "sequences" / path)
-    return str(direct)
+def _resolve(root: Path, text: str, sequences: Path | None) -> str:
+    """``root/text``, or ``root/sequences/text`` when only that exists (seed 003's CSVs)."""
+    if os.path.isabs(text):
+        return text
+    direct = os.path.join(root, text)
+    if sequences is not None and not os.path.exists(direct) and os.path.exists(os.path.join(sequences, text)):
+        return os.path.join(sequences, text)
+    return direct
 
 
 def csv_manifest(csv_path: str | Path, split: str | None = None, *,
@@ -232,13 +232,14 @@ def csv_manifest(csv_path: str | Path, split: str | None = None, *,
     classes = list(classes) if classes is not None else _classes_from_labels(labels)
     index = {name: i for i, name in enumerate(classes)}
     base = Path(root) if root is not None else csv_path.parent
+    sequences = base / "sequences" if (base / "sequences").is_dir() else None
     items = []
     for (line, _), text, lbl in zip(rows, paths, labels):
         label = index.get(lbl)
         if label is None:
             shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
             raise ManifestError(f"{csv_path}:{line}: label {lbl!r} is not one of the classes {shown}")
-        items.append(VideoItem(_resolve(base, text), label))
+        items.append(VideoItem(_resolve(base, text, sequences), label))
     return Manifest(items, classes, str(csv_path))
 
 

@@ -97,10 +97,13 @@ def test_manifest(args, classes):
 def checkpoint_path(given: str) -> Path:
     """The named checkpoint, or train.py's best.pt beside a seed's best_model.pth name."""
     path = Path(given)
-    if not path.exists() and path.suffix == ".pth" and (path.parent / "best.pt").is_file():
-        print(f"note: {path} does not exist; using {path.parent / 'best.pt'} (train.py's best checkpoint)",
-              flush=True)
-        return path.parent / "best.pt"
+    if path.exists() or path.suffix != ".pth":
+        return path
+    for kind in ("best", "last"):
+        ours = path.parent / f"{kind}.pt"
+        if path.stem.startswith(kind) and ours.is_file():
+            print(f"note: {path} does not exist; using {ours} (train.py's {kind} checkpoint)", flush=True)
+            return ours
     return path
 
 

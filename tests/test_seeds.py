@@ -97,6 +97,7 @@ def test_seed003_sequences_bce(tmp_path):
     evaluated(tmp_path / "runs/sequences/eval_test", 4)
 
 
+@pytest.mark.slow  # R3D-18 on 4 segments, 4 loader workers as the seed's command: ~40 s on 2 cores
 def test_seed004_late_fusion_train_and_test_py(tmp_path):
     layouts.seed004_frame_folders(tmp_path / "data")
     # The README's command; --num_frames 16 -> 8 and --size 32 keep it small.

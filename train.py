@@ -692,6 +692,9 @@ def train(args, s: Setup) -> dict:
             test_public = {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
             skipped["test"] = skipped.get("test", []) + report["skipped"]
             write_report_files(report, splits.test, log_dir, prefix="test")
+            if not report["clip"].get("n"):
+                say(info, f"warning: test: no readable video: all {len(splits.test)} of {splits.test.source} "
+                          "were skipped (see the list below)")
             say(info, summary_line("test clip-level", report["clip"]))
             if "video" in report:
                 say(info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "

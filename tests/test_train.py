@@ -82,7 +82,7 @@ def test_missing_test_dir(train_mod, capsys, tmp_path, temporal_dataset):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--model", "resnet9000"], "invalid choice: 'resnet9000'"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
     (["--loss_weight", "1.5"], "--loss_weight"),
     (["--loss-weight", "-0.1"], "must be in [0, 1]"),
     (["--train_sampling", "sideways"], "invalid choice: 'sideways'"),

@@ -134,6 +134,19 @@ def test_debug_shows_the_exception(train_mod, tmp_path):
         run_main(train_mod, ["--data_dir", tmp_path / "nope", *FAST, "--debug"])
 
 
+@pytest.mark.parametrize("body, needle", [
+    ("path,label\nv.mp4,0\nw\xe9.mp4,1\n".encode("latin-1"), ":3: not UTF-8"),
+    (b"path,label\nv.mp4,0\nw.mp4,\n", ":3: no 'label' value"),
+    (b"path,label\nv.mp4,0\nw.mp4,--1\n", ":3: label '--1'"),
+    (b"file_name_x,label\nv.mp4,0\n", "no path column"),
+])
+def test_csv_problems_stop_train_py_with_one_line(train_mod, capsys, tmp_path, body, needle):
+    f = tmp_path / "labels.csv"
+    f.write_bytes(body)
+    err = one_line_exit(train_mod, capsys, ["--data_dir", f, *FAST])
+    assert f"{f}" in err and needle in err
+
+
 # --------------------------------------------------------------------------- seeds' flags
 def test_seed_flag_errors_are_one_line(train_mod, capsys, tmp_path, temporal_dataset, monkeypatch):
     err = one_line_exit(train_mod, capsys, ["--data_dir", temporal_dataset, *FAST, "--segments", "4"])

@@ -236,6 +236,8 @@ def csv_manifest(csv_path: str | Path, split: str | None = None, *,
     items = []
     for (line, _), text, lbl in zip(rows, paths, labels):
         label = index.get(lbl)
+        if label is None and lbl.isdigit() and int(lbl) < len(classes):
+            label = int(lbl)  # a class id into given named classes (train read from folders)
         if label is None:
             shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
             raise ManifestError(f"{csv_path}:{line}: label {lbl!r} is not one of the classes {shown}")

@@ -8,6 +8,8 @@ data is read with the checkpoint's clip length, size, sampling and batch size, s
 the numbers equal the final test of ``train.py`` bit for bit. ``--backend onnx|aoti|tensorrt``
 runs an exported model instead of eager PyTorch (``--exported FILE``, or exported on the fly).
 Writes ``metrics.json``, PNG plots and ``test_predictions.csv`` to ``--log_dir``.
+``test.py`` is this script under seed 004's name (``--model_path``, ``--out_dir``,
+``--num_frames`` and ``--segments``, which must match the checkpoint).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from accel import ManifestError
 from accel.checkpoint import EVAL_ENTRIES, CheckpointError, load_checkpoint, model_from_checkpoint
 from accel.cli import (Parser, UsageError, fail, non_negative_int, one_line, positive_int,
                        resolve_device)
-from accel.data import load_manifest
+from accel.manifests import CsvOptions, drop_missing, explain_skip, first_few, skipped_summary
 from accel.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
 from accel.sampling import STRATEGIES
 from accel.tracking import write_json
@@ -35,10 +37,19 @@ SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
 
 def get_args_parser() -> Parser:
     p = Parser(prog=PROG, description="Evaluate a train.py checkpoint on a test set.")
-    p.add("--checkpoint", "--model_path", required=True, help="best.pt or last.pt from train.py")
+    p.add("--checkpoint", "--model_path", required=True,
+          help="best.pt or last.pt from train.py (a best_model.pth that does not exist finds best.pt beside it)")
     p.add("--data_dir", "--data_root", help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
     p.add("--test_dir", help="test set: a folder with test/, a folder of class folders, or a CSV")
-    p.add("--split", default="test", help="split of --data_dir to evaluate (default test)")
+    p.add("--split", default="test", choices=("train", "val", "test"),
+          help="split of --data_dir to evaluate (default test)")
+    p.add("--video_root", help="CSV paths are relative to this folder (default: the CSV's folder)")
+    p.add("--path_column", help="CSV column of the file paths (default: found by name)")
+    p.add("--label_column", help="CSV column of the labels (default: found by name)")
+    p.add("--clip_len", "--num_frames", type=positive_int,
+          help="frames per clip: must match the checkpoint's (checked, not changed)")
+    p.add("--segments", "--num_segments", type=positive_int,
+          help="late-fusion segments: must match the checkpoint's (checked, not changed)")
     p.add("--log_dir", "--out_dir", help="where reports go (default: CHECKPOINT_DIR/eval_SPLIT)")
     p.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add("--backend", choices=RUNTIMES, default="eager",
@@ -59,20 +70,56 @@ def get_args_parser() -> Parser:
 
 
 def test_manifest(args, classes):
-    """The manifest to evaluate, with the checkpoint's class list."""
-    if args.test_dir:
-        src = Path(args.test_dir)
-        if not src.exists():
-            raise UsageError(f"--test_dir {src}: no such file or folder")
-        from accel.engine import _has_split
+    """The manifest to evaluate, with the checkpoint's class list, without missing files."""
+    from accel.engine import _has_split, _source_manifest, load_other
 
-        return load_manifest(src, "test" if _has_split(src, "test") else None, classes=classes)
-    if args.data_dir:
+    options = CsvOptions(args.path_column, args.label_column, args.video_root)
+    if args.test_dir:
+        manifest = load_other(args.test_dir, "test", classes, options, "--test_dir")
+    elif args.data_dir:
         src = Path(args.data_dir)
         if not src.exists():
             raise UsageError(f"--data_dir {src}: no such file or folder")
-        return load_manifest(src, args.split, classes=classes)
-    raise UsageError("give --test_dir or --data_dir (with --split, default test)")
+        if not _has_split(src, args.split):
+            raise UsageError(f"--data_dir {src} has no {args.split} split (a {args.split}/ folder, "
+                             f"{args.split}.csv, or rows with split={args.split}); give --test_dir")
+        manifest = _source_manifest(src, args.split, classes, options)
+    else:
+        raise UsageError("give --test_dir or --data_dir (with --split, default test)")
+    present, gone = drop_missing(manifest)
+    if gone and not len(present):
+        raise UsageError(f"none of the {len(manifest)} files listed in {manifest.source} exist ({first_few(gone)})")
+    if gone:
+        print(f"warning: {len(gone)} of the {len(manifest)} files listed in {manifest.source} do not exist "
+              f"and are skipped: {first_few(gone)}", flush=True)
+    return present, [[p, "missing (no such file)"] for p in gone]
+
+
+def checkpoint_path(given: str) -> Path:
+    """The named checkpoint, or train.py's best.pt beside a seed's best_model.pth name."""
+    path = Path(given)
+    if path.exists() or path.suffix != ".pth":
+        return path
+    for kind in ("best", "last"):
+        ours = path.parent / f"{kind}.pt"
+        if path.stem.startswith(kind) and ours.is_file():
+            print(f"note: {path} does not exist; using {ours} (train.py's {kind} checkpoint)", flush=True)
+            return ours
+    return path
+
+
+def check_matches(args, ckpt: dict, settings_clip_len: int) -> None:
+    """--num_frames / --segments describe the checkpoint; a different value is an error."""
+    if args.clip_len is not None and args.clip_len != settings_clip_len:
+        raise UsageError(f"--num_frames {args.clip_len}: the checkpoint was trained on {settings_clip_len}-"
+                         "frame clips (drop the flag or give the same value)")
+    if args.segments is not None:
+        trained = (ckpt.get("model_kwargs") or {}).get("num_segments")
+        if trained is None and ckpt.get("model_name") == "r3d_18_late_fusion":
+            trained = 4  # the model's default
+        if trained != args.segments:
+            raise UsageError(f"--segments {args.segments}: the checkpoint ({ckpt.get('model_name')}) has "
+                             f"{trained if trained is not None else 'no'} segments")
 
 
 def build_runner(args, model, settings: EvalSettings, device: torch.device, log_dir: Path, amp):
@@ -100,10 +147,11 @@ def build_runner(args, model, settings: EvalSettings, device: torch.device, log_
 
 def main(args) -> dict:
     try:
+        args.checkpoint = str(checkpoint_path(args.checkpoint))
         ckpt = load_checkpoint(args.checkpoint, require=EVAL_ENTRIES)
         device = resolve_device(args.device)
         classes = list(ckpt["classes"])
-        manifest = test_manifest(args, classes)
+        manifest, missing = test_manifest(args, classes)
         model = model_from_checkpoint(ckpt, source=args.checkpoint)
         e = dict(ckpt.get("eval") or {})
         if not e:
@@ -119,6 +167,7 @@ def main(args) -> dict:
         if e.get("frame_size") is not None:
             e["frame_size"] = tuple(e["frame_size"])
         settings = EvalSettings(**e)
+        check_matches(args, ckpt, settings.clip_len)
         train_args = ckpt.get("args") or {}
         amp = args.amp if args.amp is not None else (train_args.get("amp_effective") or "none")
         amp = None if amp == "none" or device.type != "cuda" else amp
@@ -141,19 +190,23 @@ def main(args) -> dict:
     t0 = time.perf_counter()
     report = evaluate_split(runner, manifest, settings, device, progress_factory=bar)
     elapsed = time.perf_counter() - t0
+    skipped = [[p, explain_skip(p, r)] for p, r in missing + report["skipped"]]
+    if report["clip"].get("n", len(manifest) - len(report["skipped"])) == 0:
+        fail(PROG, f"no readable video: all {len(manifest)} of {manifest.source} were skipped "
+                   f"({skipped[0][0]}: {skipped[0][1]})")
     doc = {"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "model": ckpt["model_name"],
            "classes": classes, "data": manifest.source, "runtime": args.backend, "device": str(device),
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
-           "time_s": elapsed, "test": public(report), "skipped": {"test": report["skipped"]},
-           "num_skipped": report["num_skipped"]}
+           "time_s": elapsed, "test": public(report), "skipped": {"test": skipped},
+           "num_skipped": len(skipped)}
     write_json(doc, log_dir / "metrics.json")
     write_report_files(report, manifest, log_dir, prefix="test")
     print(summary_line("test clip-level", report["clip"]))
     if "video" in report:
         print(summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} windows/video)",
                            report["video"]))
-    if report["num_skipped"]:
-        print(f"skipped {report['num_skipped']} undecodable files (listed in metrics.json)")
+    for line in skipped_summary(skipped, f"{log_dir / 'metrics.json'}, key \"skipped\""):
+        print(line)
     print(f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png")
     return doc
 

@@ -9,7 +9,10 @@ The laryngoscopy seed's command line works as written (``--data_dir --test_dir -
 takes dashes or underscores. Writes to ``--log_dir`` (``metrics.json``, ``log.csv``,
 ``config.json``, TensorBoard events, PNG plots, test predictions) and ``--model_dir``
 (``best.pt``, ``last.pt``: full checkpoints readable with ``torch.load(weights_only=True)``);
-``--out_dir`` sets both. Resume with ``--resume last.pt``.
+``--out_dir`` sets both. Resume with ``--resume last.pt``: the run's model, clip length,
+size, data and optimisation options come back from the checkpoint unless given again.
+The other seeds' commands work too (see README "Coming from ..."): ``--segments`` picks
+``r3d_18_late_fusion``, the seeds' model names are aliases, ``--loss bce`` trains one logit.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from accel import ManifestError, build_loader
+from accel import ManifestError, VideoDecodeError, build_loader
 from accel.checkpoint import (RESUME_ENTRIES, CheckpointError, link_or_copy, load_checkpoint,
                               load_model_state, model_from_checkpoint, plain, rng_state, save_checkpoint,
                               seed_everything, set_rng_state)
@@ -36,7 +39,8 @@ from accel.distributed import (DistInfo, ShardedSampler, all_gather_objects, bar
 from accel.engine import LRSchedule, build_optimizer, load_splits, train_one_epoch
 from accel.evaluation import (EvalSettings, evaluate_clips, evaluate_split, public, summary_line,
                               write_report_files)
-from accel.losses import build_criterion, class_weights, sampling_weights
+from accel.losses import LOSSES, build_criterion, class_weights, sampling_weights
+from accel.manifests import CsvOptions, drop_missing, explain_skip, first_few, skipped_summary
 from accel.metrics import ModelSelector, classification_metrics
 from accel.sampling import STRATEGIES
 from accel.tracking import RunLogger, write_json
@@ -52,10 +56,17 @@ def get_args_parser() -> Parser:
 
     p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).")
     g = p.add_argument_group("data")
-    g.add("--data_dir", "--data_root", required=True,
-          help="train/val(/test) class folders, a folder of class folders, or a CSV path,label[,split]")
-    g.add("--test_dir", help="test set (folder with test/, class folders, or CSV); "
-                             "default: data_dir's test split")
+    g.add("--data_dir", "--data_root",
+          help="train/ val|validation/ test/ split folders (class folders or a CSV in each), "
+               "train.csv val.csv test.csv, a folder of class folders, or one CSV (path,label[,split]); "
+               "required unless --resume")
+    g.add("--val_dir", "--val_csv", help="validation set (folder or CSV); default: data_dir's val split")
+    g.add("--test_dir", "--test_csv", help="test set (folder with test/, class folders, or CSV); "
+                                           "default: data_dir's test split")
+    g.add("--video_root", help="CSV paths are relative to this folder (default: the CSV's folder)")
+    g.add("--path_column", help="CSV column of the file paths (default: found by name: path, filename, "
+                                "file, video, clip, sequence)")
+    g.add("--label_column", help="CSV column of the labels (default: label, class or target)")
     g.add("--val_fraction", type=unit_interval, default=0.2,
           help="held out of train (stratified) when data_dir has no val split (default 0.2)")
     g.add("--clip_len", "--num_frames", type=positive_int, help="frames per clip (default: the model's)")
@@ -74,8 +85,9 @@ def get_args_parser() -> Parser:
           help="training augmentation: full (crop, flip, rotate, colour; --augment alone), flip, none")
 
     g = p.add_argument_group("model")
-    g.add("--model", choices=list_models(), default="resnet50_lstm", metavar="NAME",
-          help=f"one of {', '.join(list_models())} (default resnet50_lstm)")
+    g.add("--model", type=model_name, metavar="NAME",
+          help=f"one of {', '.join(list_models())}, or a seed's name (tsm_resnet, r2plus1d, cnnlstm...); "
+               "default resnet50_lstm, r3d_18_late_fusion with --segments, the checkpoint's with --resume")
     g.add("--pretrained", action="store_true", help="ImageNet / Kinetics trunk weights (needs network)")
     g.add("--weights", help="local weights: a trunk file or a checkpoint of this model")
     g.add("--model_arg", type=key_value, action="append", default=[], metavar="NAME=VALUE",
@@ -102,7 +114,8 @@ def get_args_parser() -> Parser:
     g.add("--plateau_patience", type=non_negative_int, default=2)
     g.add("--clip_grad_norm", "--grad_clip", type=non_negative_float, default=0.0, help="0 = off")
     g.add("--accum_steps", "--grad_accum", type=positive_int, default=1, help="gradient accumulation")
-    g.add("--loss", choices=("ce", "focal"), default="ce")
+    g.add("--loss", choices=LOSSES, default="ce",
+          help="ce (cross-entropy), focal, or bce (two classes: one logit, BCE-with-logits)")
     g.add("--focal_gamma", type=non_negative_float, default=2.0)
     g.add("--label_smoothing", type=unit_interval, default=0.0)
     g.add("--class_weights", default="auto",
@@ -142,6 +155,7 @@ def get_args_parser() -> Parser:
     g.add("--model_dir", help="checkpoints (default: --log_dir)")
     g.add("--resume", help="continue from a checkpoint (last.pt) exactly where it stopped")
     g.add("--seed", type=int, default=0)
+    g.add_flag("--debug", False, "show Python tracebacks instead of one-line errors")
     g.add("--print_freq", type=positive_int, default=5, help="progress-bar refresh, in steps")
     g.add_flag("--progress", True, "tqdm bars (--no_progress)")
     g.add_flag("--tensorboard", True, "TensorBoard events under log_dir/tensorboard")
@@ -151,6 +165,18 @@ def get_args_parser() -> Parser:
     g.add("--wandb_mode", choices=("offline", "online", "disabled"), default="offline",
           help="offline (default) needs no network; sync later with `wandb sync`")
     return p
+
+
+def model_name(text: str) -> str:
+    """argparse type: a registered model or a seed's alias, as the registered name."""
+    import argparse
+
+    from models import resolve_model_name
+
+    try:
+        return resolve_model_name(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- setup
@@ -165,6 +191,7 @@ class Setup:
     model_kwargs: dict
     amp: str | None
     resume: dict | None
+    missing: dict  # split -> [(path, reason)] of listed files that do not exist
 
 
 def say(info: DistInfo, *msg) -> None:
@@ -186,24 +213,128 @@ def output_dirs(args) -> tuple[Path, Path]:
     return log_dir, model_dir
 
 
-def build_model(args, num_classes: int) -> tuple[nn.Module, dict]:
-    from models import PretrainedUnavailable, create_model
-
+def model_options(args) -> dict:
+    """The model's keyword options from the command line (recorded in checkpoints)."""
     kwargs = dict(args.model_arg)
     if args.segments is not None:
         kwargs["num_segments"] = args.segments
+    if args.loss == "bce":
+        kwargs["binary_logit"] = True
+    return kwargs
+
+
+def choose_model(args) -> None:
+    """--model from the flags when not given: --segments means seed 004's late fusion."""
+    if args.model is None:
+        args.model = "r3d_18_late_fusion" if args.segments is not None else "resnet50_lstm"
+    elif args.segments is not None and args.model != "r3d_18_late_fusion":
+        raise UsageError(f"--segments is an option of r3d_18_late_fusion, not of {args.model}: "
+                         "add --model r3d_18_late_fusion (or drop --segments)")
+
+
+def build_model(args, num_classes: int, kwargs: dict) -> nn.Module:
+    import re
+
+    from models import PretrainedUnavailable, create_model
+
     try:
         model = create_model(args.model, num_classes=num_classes, pretrained=args.pretrained,
                              checkpoint_path=args.weights, **kwargs)
     except PretrainedUnavailable as e:
-        raise UsageError(one_line(e)) from None
+        url = re.search(r"download (\S+) elsewhere", str(e))
+        where = f"download {url.group(1)} elsewhere and " if url else ""
+        raise UsageError(f"--pretrained: cannot fetch {args.model}'s trunk weights here (no network?); "
+                         f"{where}give the file with --weights FILE instead of --pretrained") from None
     except (TypeError, ValueError, FileNotFoundError) as e:
         raise UsageError(f"--model {args.model}: {one_line(e)}") from None
     if args.freeze_backbone:
         if not hasattr(model, "freeze_backbone"):
             raise UsageError(f"--freeze_backbone: {args.model} has no separate trunk")
         model.freeze_backbone()
-    return model, kwargs
+    return model
+
+
+def frozen_random_trunk_warning(args, model: nn.Module) -> str | None:
+    """A frozen trunk that was never given weights learns nothing: say so, with the fix."""
+    if not getattr(model, "backbone_frozen", False) or args.pretrained or args.weights or args.resume:
+        return None
+    return (f"warning: {args.model}'s trunk is frozen but has random weights (no --pretrained, no "
+            "--weights): only the layers after it learn. Give --weights FILE (torchvision's weights "
+            "file for the trunk, e.g. resnet18-f37072fd.pth, or a checkpoint), --pretrained with "
+            "network, or train the trunk too with --model_arg freeze_backbone=False")
+
+
+# Options a resumed run takes from its checkpoint unless given again. Those that change the
+# weights' meaning must match; the others may differ, and the difference is stated.
+RESUMED = ("model", "loss", "clip_len", "size", "decode_size", "train_sampling", "val_sampling",
+           "test_sampling", "frame_stride", "data_dir", "val_dir", "test_dir", "video_root",
+           "path_column", "label_column", "val_fraction", "batch_size", "epochs", "lr", "opt",
+           "weight_decay", "sched", "warmup_epochs", "min_lr_ratio", "accum_steps", "label_smoothing",
+           "class_weights", "balanced_sampler", "sampler_tau", "focal_gamma", "augment", "loss_weight",
+           "patience", "seed", "log_dir", "model_dir")
+RESUME_MUST_MATCH = ("model", "loss")
+
+
+def restore_options(args, ck: dict) -> list[str]:
+    """Fill ``args`` from a checkpoint's recorded options; refuse or state differences."""
+    saved = ck.get("args") or {}
+    saved = {**saved, "model": ck.get("model_name", saved.get("model"))}
+    given = getattr(args, "_given", set())
+    new_output = bool(given & {"out_dir", "log_dir", "model_dir"})
+    notes = []
+    for name in RESUMED:
+        if name not in saved or (saved[name] is None and name not in given):
+            continue
+        if name in ("log_dir", "model_dir") and new_output:
+            continue  # a new output place was given: write there
+        if name not in given:
+            setattr(args, name, saved[name])
+        elif str(getattr(args, name)) != str(saved[name]):
+            if name in RESUME_MUST_MATCH:
+                raise UsageError(f"--resume {args.resume}: the checkpoint was trained with --{name} "
+                                 f"{saved[name]}, not --{name} {getattr(args, name)}")
+            notes.append(f"--{name} {getattr(args, name)} replaces the checkpoint's {saved[name]}")
+    return notes
+
+
+def resumed_model_options(args, ck: dict) -> dict:
+    """The checkpoint's model options; a differing --segments / --model_arg is refused."""
+    kwargs = dict(ck.get("model_kwargs") or {})
+    if {"segments", "model_arg"} & getattr(args, "_given", set()):
+        wanted = model_options(args)
+        if wanted != kwargs:
+            raise UsageError(f"--resume {args.resume}: the checkpoint's model options are {kwargs}, "
+                             f"not {wanted}")
+    return kwargs
+
+
+def check_files(splits, on_error: str) -> tuple[list[str], dict]:
+    """Drop listed files that do not exist (each split), before any training.
+
+    Returns console lines naming them (first few, then a count) and ``{split: [(path,
+    reason)]}``; a split with none left, or any missing file under ``--on_error raise``,
+    is a one-line error."""
+    lines, missing = [], {}
+    for name in ("train", "val", "test"):
+        m = getattr(splits, name)
+        if m is None or not len(m):
+            continue
+        present, gone = drop_missing(m)
+        if not gone:
+            continue
+        hint = (" (CSV paths are relative to the CSV's folder, or to --video_root)"
+                if m.source.lower().endswith(".csv") else "")
+        if not len(present):
+            raise UsageError(f"{name}: none of the {len(m)} files listed in {m.source} exist "
+                             f"({first_few(gone)}){hint}")
+        if on_error == "raise":
+            raise UsageError(f"{name}: {len(gone)} of the {len(m)} files listed in {m.source} do not "
+                             f"exist ({first_few(gone)}){hint}")
+        setattr(splits, name, present)
+        missing[name] = [(p, "missing (no such file)") for p in gone]
+        lines.append(f"warning: {name}: {len(gone)} of the {len(m)} files listed in {m.source} do not "
+                     f"exist and are skipped: {first_few(gone)}{hint}")
+    return lines, missing
 
 
 def check_input(model: nn.Module, args) -> None:
@@ -237,7 +368,14 @@ def setup(args) -> Setup:
         why_not = dali_unavailable_message("gpu", None if args.device == "auto" else args.device)
         if why_not:
             raise UsageError(f"--backend dali: {why_not}")
-    for name in ("data_dir", "test_dir"):
+    resume, notes = None, []
+    if args.resume:
+        resume = load_checkpoint(args.resume, require=RESUME_ENTRIES)
+        notes = restore_options(args, resume)
+    choose_model(args)
+    if args.data_dir is None:
+        raise UsageError("--data_dir is required (the dataset folder or CSV), unless --resume is given")
+    for name in ("data_dir", "val_dir", "test_dir", "video_root"):
         v = getattr(args, name)
         if v is not None and not Path(v).exists():
             raise UsageError(f"--{name} {v}: no such file or folder")
@@ -247,26 +385,32 @@ def setup(args) -> Setup:
         if importlib.util.find_spec("wandb") is None:
             raise UsageError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
                              "(or drop --wandb)")
-    resume = None
-    if args.resume:
-        resume = load_checkpoint(args.resume, require=RESUME_ENTRIES)
-        if resume.get("model_name") != args.model:
-            raise UsageError(f"--resume {args.resume} is a checkpoint of {resume.get('model_name')}, "
-                             f"not --model {args.model}")
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device.type, timeout_s=args.dist_timeout)
-    splits = load_splits(args.data_dir, args.test_dir, val_fraction=args.val_fraction, seed=args.seed)
+    for note in notes:
+        say(info, f"note: {note}")
+    options = CsvOptions(args.path_column, args.label_column, args.video_root)
+    splits = load_splits(args.data_dir, args.test_dir, val_dir=args.val_dir, val_fraction=args.val_fraction,
+                         seed=args.seed, options=options)
+    if args.loss == "bce" and len(splits.classes) != 2:
+        raise UsageError(f"--loss bce is for two classes; the data has {len(splits.classes)} "
+                         f"({splits.classes}): use --loss ce")
+    lines, missing = check_files(splits, args.on_error)
+    for line in lines:
+        say(info, line)
     if resume is not None and list(resume["classes"]) != splits.classes:
         raise UsageError(f"--resume: checkpoint classes {resume['classes']} differ from the data's "
                          f"{splits.classes}")
     if info.world_size > len(splits.train):
         raise UsageError(f"{len(splits.train)} training videos cannot feed {info.world_size} processes")
-    if resume is not None and not args.model_arg and args.segments is None:
-        args.model_arg = list((resume.get("model_kwargs") or {}).items())  # the checkpoint's options
+    kwargs = resumed_model_options(args, resume) if resume is not None else model_options(args)
     seed_everything(args.seed)  # the random initial weights depend on the seed only
-    model, kwargs = build_model(args, len(splits.classes))
+    model = build_model(args, len(splits.classes), kwargs)
     if resume is not None:
         load_model_state(model, resume, source=args.resume)  # a mismatch is one line, exit 2
+    warning = frozen_random_trunk_warning(args, model)
+    if warning:
+        say(info, warning)
     args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
     args.size = args.size or getattr(model, "default_size", 112)
     args.decode_size = args.decode_size or args.size
@@ -276,7 +420,7 @@ def setup(args) -> Setup:
         say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")
         amp = None
     log_dir, model_dir = output_dirs(args)
-    return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume)
+    return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume, missing)
 
 
 # --------------------------------------------------------------------------- main
@@ -300,18 +444,43 @@ def progress_bar(enabled: bool):
     return make
 
 
+def decode_failure(e: BaseException) -> str | None:
+    """One line (file: reason) for an ``--on_error raise`` stop, from the dataset itself or
+    re-raised by a DataLoader worker (which turns it into a RuntimeError with a traceback)."""
+    if isinstance(e, VideoDecodeError):
+        return f"{e.path}: {explain_skip(e.path, e.reason)}"
+    text = str(e)
+    if isinstance(e, RuntimeError) and "VideoDecodeError" in text:
+        last = [ln for ln in text.splitlines() if "VideoDecodeError: " in ln][-1]
+        message = last.split("VideoDecodeError: ", 1)[1]
+        cuts = [i for i in range(len(message)) if message.startswith(": ", i)]
+        path = next((message[:i] for i in cuts if os.path.exists(message[:i])), message.split(": ")[0])
+        return f"{path}: {explain_skip(path, message[len(path) + 2:])}"
+    return None
+
+
 def main(args) -> dict:
+    debug = getattr(args, "debug", False)
     try:
         s = setup(args)
     except (UsageError, ManifestError, CheckpointError) as e:
+        if debug:
+            raise
         fail(PROG, one_line(e))
     try:
         return train(args, s)
-    except RuntimeError as e:
+    except (UsageError, ManifestError) as e:
+        if debug:
+            raise
+        fail(PROG, one_line(e))
+    except (VideoDecodeError, RuntimeError) as e:
         if s.info.distributed and "timed out" in str(e).lower():  # Gloo and NCCL both say so
             fail(PROG, f"rank {s.info.rank}: no answer from another process within --dist_timeout "
                        f"{args.dist_timeout:g} s (stopped or hung?): {one_line(e)}")
-        raise
+        line = decode_failure(e)
+        if line is None or debug:
+            raise
+        fail(PROG, f"--on_error raise: {line}")
     finally:
         destroy(s.info)
 
@@ -412,7 +581,7 @@ def train(args, s: Setup) -> dict:
     # ---- outputs
     main_proc = info.is_main
     log_dir, model_dir = s.log_dir, s.model_dir
-    config = plain({**vars(args), "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
+    config = plain({**{k: v for k, v in vars(args).items() if not k.startswith("_")}, "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
                     "world_size": info.world_size, "device": str(device), "amp_effective": s.amp,
                     "decoder": train_loader.backend, "decoder_reason": train_loader.reason})
     wandb_opts = None
@@ -462,8 +631,15 @@ def train(args, s: Setup) -> dict:
                                         for i in a & b})}
         if epoch == start_epoch:
             shards = shard_record
+        if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
+            raise UsageError(f"train: no readable video: all {len(splits.train)} of {splits.train.source} "
+                             f"were skipped ({first_reason(train_loader.skipped)})")
         model.eval()
         val_preds = evaluate_clips(eval_net, splits.val, val_settings, device, info=info)
+        if len(val_preds.labels) == 0:
+            raise UsageError(f"val: no readable video: all {len(splits.val)} of {splits.val.source} were "
+                             f"skipped ({first_reason(val_preds.skipped)}); a best checkpoint cannot be "
+                             "chosen on nothing (fix the files, or give another --val_dir)")
         val = classification_metrics(val_preds.labels, val_preds.logits, classes)
         val_loss = val.get("loss") if val.get("loss") is not None else math.inf
         score, is_best = selector.update(epoch, val_loss, val.get("auroc"))
@@ -516,6 +692,8 @@ def train(args, s: Setup) -> dict:
                             for x in part})
     val_skipped = val_preds.skipped if start_epoch < args.epochs else []
     skipped = {"train": [list(x) for x in train_skipped], "val": [list(x) for x in val_skipped]}
+    for name, gone in s.missing.items():
+        skipped.setdefault(name, [])[:0] = [list(x) for x in gone]
     result: dict = {"history": history, "best_epoch": selector.best_epoch, "stopped_early": stopped_early}
     barrier(info)
     if main_proc:
@@ -529,8 +707,11 @@ def train(args, s: Setup) -> dict:
             report = evaluate_split(test_net, splits.test, test_settings, device,
                                     progress_factory=lambda n, d: make_bar(n, f"test {d}"))
             test_public = {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
-            skipped["test"] = report["skipped"]
+            skipped["test"] = skipped.get("test", []) + report["skipped"]
             write_report_files(report, splits.test, log_dir, prefix="test")
+            if not report["clip"].get("n"):
+                say(info, f"warning: test: no readable video: all {len(splits.test)} of {splits.test.source} "
+                          "were skipped (see the list below)")
             say(info, summary_line("test clip-level", report["clip"]))
             if "video" in report:
                 say(info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
@@ -538,9 +719,10 @@ def train(args, s: Setup) -> dict:
             logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
                            | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
             result["test"] = test_public
-        n_skipped = len({tuple(x) for v in skipped.values() for x in v})
-        if n_skipped:
-            say(info, f"skipped {n_skipped} undecodable files (listed in metrics.json)")
+        skipped = {k: [[p, explain_skip(p, r)] for p, r in v] for k, v in skipped.items()}
+        unique = list(dict.fromkeys((p, r) for v in skipped.values() for p, r in v))
+        for line in skipped_summary(unique, f"{log_dir / 'metrics.json'}, key \"skipped\""):
+            say(info, line)
         write_metrics(log_dir, config, classes, history, selector, shards, test=test_public, skipped=skipped)
         plot_history(log_dir, history)
         logger.close()
@@ -548,6 +730,13 @@ def train(args, s: Setup) -> dict:
                   f"best checkpoint: {model_dir / 'best.pt'}")
     barrier(info)
     return result
+
+
+def first_reason(skipped) -> str:
+    if not skipped:
+        return "no reason recorded"
+    path, reason = list(skipped)[0]
+    return f"first: {path}: {explain_skip(path, reason)}"
 
 
 def write_metrics(log_dir: Path, config: dict, classes, history, selector: ModelSelector, shards,

@@ -54,6 +54,25 @@ class Parser(argparse.ArgumentParser):
     def add(self, *names: str, **kwargs: Any) -> argparse.Action:
         return _add(self, *names, **kwargs)
 
+    def parse_args(self, args=None, namespace=None):
+        """Parse as usual; ``ns._given`` is the set of options given on the command line
+        (so a resumed run can tell a default from a value the user typed)."""
+        argv = sys.argv[1:] if args is None else [str(a) for a in args]
+        ns = super().parse_args(argv, namespace)
+        ns._given = self.given_options(argv)
+        return ns
+
+    def given_options(self, argv) -> set[str]:
+        saved = [(a, a.default) for a in self._actions]
+        try:
+            for a in self._actions:
+                a.default = argparse.SUPPRESS
+            ns, _ = super().parse_known_args(argv, argparse.Namespace())
+        finally:
+            for a, default in saved:
+                a.default = default
+        return set(vars(ns))
+
     def add_flag(self, name: str, default: bool, help: str) -> None:
         _add_flag(self, name, default, help)
 

@@ -16,7 +16,6 @@ backend: decoding runs in a child process that is killed and replaced (:mod:`acc
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import os
 import signal
@@ -31,139 +30,12 @@ import torch
 from .sampling import SHORT_POLICIES, STRATEGIES, sample_indices
 from .video import VideoDecodeError, VideoReader, open_video, resolve_backend
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
-SPLITS = ("train", "val", "test")
 ON_ERROR = ("skip", "raise")
 
-
-class VideoItem(NamedTuple):
-    path: str
-    label: int
-
-
-@dataclass
-class Manifest:
-    """The samples of one split and the class names their labels index."""
-
-    items: list[VideoItem]
-    classes: list[str]
-    source: str = ""
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    @property
-    def labels(self) -> list[int]:
-        return [item.label for item in self.items]
-
-    def class_counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
-
-    def subset(self, positions: Sequence[int]) -> "Manifest":
-        return Manifest([self.items[i] for i in positions], self.classes, self.source)
-
-
-class ManifestError(ValueError):
-    """A dataset layout that cannot be used; the message names the place and the problem."""
-
-
-# --------------------------------------------------------------------------- manifests
-def _is_video(p: Path) -> bool:
-    return p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS
-
-
-def _is_frame_folder(p: Path) -> bool:
-    return p.is_dir() and any(f.suffix.lower() in FRAME_EXTENSIONS for f in p.iterdir())
-
-
-def folder_manifest(root: str | Path, split: str | None = None, *,
-                    classes: Sequence[str] | None = None) -> Manifest:
-    """Class folders under ``root/split`` (or ``root``): videos or frame folders per class."""
-    base = Path(root) / split if split else Path(root)
-    if not base.is_dir():
-        raise ManifestError(f"{base}: no such folder")
-    found = sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not found:
-        raise ManifestError(f"{base}: no class folders (expected {base}/<class>/<video files>)")
-    classes = list(classes) if classes is not None else found
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise ManifestError(f"{base}: class folders {unknown} are not in the class list {classes}")
-    items = []
-    for label, name in enumerate(classes):
-        folder = base / name
-        if not folder.is_dir():
-            continue
-        entries = sorted(folder.iterdir())
-        samples = [p for p in entries if _is_video(p) or _is_frame_folder(p)]
-        if not samples:
-            raise ManifestError(f"{folder}: class {name!r} has no videos "
-                                f"({', '.join(VIDEO_EXTENSIONS)}) or frame folders")
-        items.extend(VideoItem(str(p), label) for p in samples)
-    return Manifest(items, classes, str(base))
-
-
-def csv_manifest(csv_path: str | Path, split: str | None = None, *,
-                 classes: Sequence[str] | None = None, root: str | Path | None = None) -> Manifest:
-    """Rows ``path,label[,split]``; labels are class names or integer ids."""
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise ManifestError(f"{csv_path}: no such file")
-    root = Path(root) if root is not None else csv_path.parent
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise ManifestError(f"{csv_path}: needs a header with columns path,label[,split]")
-    if split is not None:
-        if "split" not in rows[0]:
-            raise ManifestError(f"{csv_path}: split {split!r} asked for but the CSV has no split column")
-        rows = [r for r in rows if r["split"] == split]
-        if not rows:
-            raise ManifestError(f"{csv_path}: no rows with split {split!r}")
-    labels = [r["label"].strip() for r in rows]
-    numeric = all(lbl.lstrip("-").isdigit() for lbl in labels)
-    if classes is None:
-        classes = ([str(i) for i in range(max(int(x) for x in labels) + 1)] if numeric
-                   else sorted(set(labels)))
-    classes = list(classes)
-    items = []
-    for line, (row, lbl) in enumerate(zip(rows, labels), start=2):
-        if numeric:
-            label = int(lbl)
-            if not 0 <= label < len(classes):
-                raise ManifestError(f"{csv_path}:{line}: label {label} outside [0, {len(classes)})")
-        elif lbl in classes:
-            label = classes.index(lbl)
-        else:
-            raise ManifestError(f"{csv_path}:{line}: label {lbl!r} not in classes {classes}")
-        path = Path(row["path"])
-        items.append(VideoItem(str(path if path.is_absolute() else root / path), label))
-    return Manifest(items, classes, str(csv_path))
-
-
-def load_manifest(source: str | Path, split: str | None = None, *,
-                  classes: Sequence[str] | None = None) -> Manifest:
-    """A CSV file, or a folder with class folders (under ``split`` when given)."""
-    source = Path(source)
-    if source.suffix.lower() == ".csv":
-        return csv_manifest(source, split, classes=classes)
-    return folder_manifest(source, split, classes=classes)
-
-
-def stratified_split(manifest: Manifest, fraction: float, *, seed: int = 0) -> tuple[Manifest, Manifest]:
-    """Split off ``fraction`` of every class (at least one sample each) as a second manifest."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
-    rng = np.random.default_rng(seed)
-    keep, held = [], []
-    labels = np.asarray(manifest.labels)
-    for c in range(len(manifest.classes)):
-        pos = rng.permutation(np.flatnonzero(labels == c))
-        n = max(1, int(round(fraction * len(pos)))) if len(pos) > 1 else 0
-        held.extend(pos[:n].tolist())
-        keep.extend(pos[n:].tolist())
-    return manifest.subset(sorted(keep)), manifest.subset(sorted(held))
+# Manifests moved to accel.manifests; imported here so ``accel.data`` keeps its names.
+from .manifests import (FRAME_EXTENSIONS, SPLITS, VIDEO_EXTENSIONS, CsvOptions,  # noqa: E402,F401
+                        Manifest, ManifestError, VideoItem, csv_manifest, folder_manifest,
+                        load_manifest, stratified_split)
 
 
 # --------------------------------------------------------------------------- frame folders

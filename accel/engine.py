@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .data import Manifest, ManifestError, load_manifest, stratified_split
+from .manifests import (CsvOptions, Manifest, ManifestError, csv_has_split, expected_layout,
+                        folder_manifest, near_miss_splits, read_source, split_source, stratified_split)
 
 
 # --------------------------------------------------------------------------- data splits
@@ -33,32 +34,39 @@ class Splits:
 
 def _has_split(source: Path, split: str) -> bool:
     if source.suffix.lower() == ".csv":
-        import csv
-
-        with source.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if "split" not in (reader.fieldnames or []):
-                return False
-            return any(row.get("split") == split for row in reader)
-    return (source / split).is_dir()
+        return csv_has_split(source, split)
+    return split_source(source, split) is not None
 
 
-def _load(source: Path, split: str | None, classes=None) -> Manifest:
-    if source.suffix.lower() == ".csv" and split is None:
-        from .data import csv_manifest
+def _source_manifest(source: Path, split: str | None, classes, options: CsvOptions) -> Manifest:
+    """``split`` of a CSV or dataset folder; without ``split``, the whole CSV or class folders."""
+    if split is not None and source.suffix.lower() != ".csv":
+        found = split_source(source, split)
+        if found is not None:
+            return read_source(found, classes=classes, options=options)
+    return read_source(source, split, classes=classes, options=options)
 
-        return csv_manifest(source, None, classes=classes)
-    return load_manifest(source, split, classes=classes)
+
+def load_other(source: str | Path, split: str, classes, options: CsvOptions = CsvOptions(),
+               flag: str = "--test_dir") -> Manifest:
+    """A separately given split (``--val_dir``, ``--test_dir``): a dataset folder or CSV with
+    that split, else a folder of class folders or a whole CSV."""
+    source = Path(source)
+    if not source.exists():
+        raise ManifestError(f"{flag} {source}: no such file or folder")
+    return _source_manifest(source, split if _has_split(source, split) else None, classes, options)
 
 
 def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
-                val_fraction: float = 0.2, seed: int = 0) -> Splits:
-    """Train / val / test manifests from the layouts of shared/DESIGN.md.
+                val_dir: str | Path | None = None, val_fraction: float = 0.2, seed: int = 0,
+                options: CsvOptions = CsvOptions()) -> Splits:
+    """Train / val / test manifests from the layouts of :mod:`accel.manifests`.
 
-    ``data_dir``: a folder with ``train/`` (and ``val/``, ``test/``), a folder of class
-    folders (all training data), or a CSV ``path,label[,split]``. Without a validation split,
-    ``val_fraction`` of every class is split off the training data (stratified, seeded).
-    ``test_dir``: a folder with ``test/``, a folder of class folders, or a CSV; default:
+    ``data_dir``: a folder with ``train/`` (and ``val/`` or ``validation/``, ``test/``; each a
+    class-folder tree or holding its CSV), per-split CSVs ``train.csv`` / ``val.csv`` /
+    ``test.csv``, a folder of class folders (all training data), or a CSV with an optional
+    ``split`` column. Without a validation split (and no ``val_dir``), ``val_fraction`` of
+    every class is split off the training data (stratified, seeded). ``test_dir``: default
     the ``test`` split of ``data_dir`` when it has one, else no test set.
     Raises :class:`ManifestError` with a one-line reason.
     """
@@ -66,21 +74,31 @@ def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
     notes: list[str] = []
     if not data_dir.exists():
         raise ManifestError(f"--data_dir {data_dir}: no such file or folder")
+    is_csv = data_dir.suffix.lower() == ".csv"
+    for name in near_miss_splits(data_dir):
+        notes.append(f"{data_dir / name}/ is not read as a split (name it train, val, validation or test)")
     if _has_split(data_dir, "train"):
-        train = _load(data_dir, "train")
+        train = _source_manifest(data_dir, "train", None, options)
+    elif not is_csv and (_has_split(data_dir, "val") or _has_split(data_dir, "test")):
+        raise ManifestError(f"{data_dir}: has a val or test split but no train/ folder or train.csv")
+    elif is_csv:
+        train = read_source(data_dir, options=options)
     else:
-        train = _load(data_dir, None)
-        if data_dir.suffix.lower() != ".csv" and (_has_split(data_dir, "val") or _has_split(data_dir, "test")):
-            raise ManifestError(f"{data_dir}: has val/ or test/ but no train/ folder")
+        try:
+            train = folder_manifest(data_dir)
+        except ManifestError:
+            raise ManifestError(expected_layout(data_dir)) from None
     if len(train.classes) < 2:
-        raise ManifestError(f"{train.source}: only one class ({train.classes[0]!r}); "
-                            "classification needs at least two class folders")
+        raise ManifestError(f"{train.source}: only one class ({train.classes[0]!r}); classification "
+                            f"needs two or more. " + expected_layout(data_dir).split(": ", 1)[1])
     present = set(train.labels)
     missing = [c for i, c in enumerate(train.classes) if i not in present]
     if missing:
         raise ManifestError(f"{train.source}: no training samples for classes {missing}")
-    if _has_split(data_dir, "val"):
-        val = _load(data_dir, "val", train.classes)
+    if val_dir is not None:
+        val = load_other(val_dir, "val", train.classes, options, "--val_dir")
+    elif _has_split(data_dir, "val"):
+        val = _source_manifest(data_dir, "val", train.classes, options)
     else:
         if not 0 < val_fraction < 1:
             raise ManifestError(f"{data_dir} has no val split and --val_fraction {val_fraction} "
@@ -92,12 +110,9 @@ def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
             raise ManifestError(f"{data_dir}: too few training samples to hold out a validation set")
     test = None
     if test_dir is not None:
-        test_dir = Path(test_dir)
-        if not test_dir.exists():
-            raise ManifestError(f"--test_dir {test_dir}: no such file or folder")
-        test = _load(test_dir, "test" if _has_split(test_dir, "test") else None, train.classes)
+        test = load_other(test_dir, "test", train.classes, options, "--test_dir")
     elif _has_split(data_dir, "test"):
-        test = _load(data_dir, "test", train.classes)
+        test = _source_manifest(data_dir, "test", train.classes, options)
     else:
         notes.append(f"no test split in {data_dir} and no --test_dir: no final test")
     return Splits(train, val, test, notes)

@@ -77,13 +77,43 @@ class FocalLoss(nn.Module):
         return loss.mean()
 
 
+class BinaryLogitLoss(nn.Module):
+    """Binary cross-entropy on one logit (seed 003's ``BCEWithLogitsLoss``).
+
+    Takes the two-class logits a ``binary_logit`` model returns, ``[0, z]`` (any two-class
+    logits work: z = l1 - l0), and integer targets 0/1. Class weights ``(w0, w1)`` become
+    ``pos_weight = w1 / w0``; label smoothing pulls targets towards 0.5.
+    """
+
+    def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        if weight is not None and len(weight) != 2:
+            raise ValueError(f"BCE is for two classes; got {len(weight)} class weights")
+        pos_weight = None if weight is None else (weight[1] / weight[0].clamp(min=1e-12)).reshape(1)
+        self.register_buffer("pos_weight", pos_weight, persistent=False)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if logits.shape[1] != 2:
+            raise ValueError(f"BCE needs a binary model (two-class logits), got {logits.shape[1]} classes")
+        z = (logits[:, 1] - logits[:, 0]).float()
+        t = target.to(z.dtype) * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
+        return F.binary_cross_entropy_with_logits(z, t, pos_weight=self.pos_weight)
+
+
+LOSSES = ("ce", "focal", "bce")
+
+
 def build_criterion(kind: str = "ce", *, weight: torch.Tensor | None = None,
                     label_smoothing: float = 0.0, gamma: float = 2.0) -> nn.Module:
-    """``ce`` (cross-entropy) or ``focal``, with optional class weights and label smoothing."""
+    """``ce`` (cross-entropy), ``focal`` or ``bce`` (binary, one logit), with optional class
+    weights and label smoothing."""
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if kind == "bce":
+        return BinaryLogitLoss(weight, label_smoothing)
     if kind == "ce":
         return nn.CrossEntropyLoss(weight=weight, label_smoothing=label_smoothing)
     if kind == "focal":
         return FocalLoss(gamma, weight=weight, label_smoothing=label_smoothing)
-    raise ValueError(f"loss must be 'ce' or 'focal', got {kind!r}")
+    raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {kind!r}")

@@ -27,16 +27,29 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
     ``model.to(memory_format=channels_last_3d)`` fails on 4-D tensors, and video models mix
     both (frame CNNs + 3-D convolutions), so each tensor gets the format of its rank.
+
+    Tensors get the canonical strides of the format, also where a size-1 dimension makes
+    the layout ambiguous (1x1 convolutions, R(2+1)D's (1,3,3) kernels): ``.contiguous()``
+    keeps such a tensor's old strides, but the backward pass makes its gradient with the
+    canonical ones, and DDP's gradient buckets (laid out like the parameters) then warn
+    "grad strides do not match bucket view strides" and copy every step.
     """
     formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+    def canonical(t: torch.Tensor) -> torch.Tensor:
+        fmt = formats[t.dim()]
+        if t.stride() == torch.empty(t.shape, memory_format=fmt, device="meta").stride():
+            return t
+        return torch.empty_like(t, memory_format=fmt).copy_(t)
+
     with torch.no_grad():
         for module in model.modules():
             for name, p in list(module.named_parameters(recurse=False)):
                 if p.dim() in formats:
-                    p.data = p.data.contiguous(memory_format=formats[p.dim()])
+                    p.data = canonical(p.data)
             for name, b in list(module.named_buffers(recurse=False)):
                 if b is not None and b.dim() in formats:
-                    module._buffers[name] = b.contiguous(memory_format=formats[b.dim()])
+                    module._buffers[name] = canonical(b)
     return model
 
 

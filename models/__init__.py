@@ -9,7 +9,8 @@ Every model takes a float (B, C, T, H, W) batch (channels_last_3d preferred) and
 submodule, ``freeze_backbone()`` and ``param_groups(lr, backbone_lr_mult)``.
 """
 
-from .registry import create_model, is_model, list_models, load_checkpoint, register_model
+from .registry import (MODEL_ALIASES, create_model, is_model, list_models, load_checkpoint, register_model,
+                       resolve_model_name)
 from .base import PretrainedUnavailable, VideoClassifier, frames_view, param_groups
 
 # Importing the modules registers their models.
@@ -20,6 +21,8 @@ __all__ = [
     "create_model",
     "list_models",
     "is_model",
+    "resolve_model_name",
+    "MODEL_ALIASES",
     "load_checkpoint",
     "param_groups",
     "frames_view",

@@ -12,9 +12,22 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "load_checkpoint"]
+__all__ = ["register_model", "create_model", "list_models", "is_model", "load_checkpoint",
+           "resolve_model_name", "MODEL_ALIASES"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+
+# The seed projects' own names for the registered models (matched case-insensitively,
+# dashes as underscores), so their configs and commands keep working.
+MODEL_ALIASES = {
+    "tsm_resnet": "tsm_resnet18", "tsm": "tsm_resnet18",                      # seed 001
+    "r2plus1d": "r2plus1d_18", "r21d": "r2plus1d_18",                         # seed 001
+    "cnnlstm": "cnn_lstm",                                                    # seed 001
+    "res_lstm": "resnet18_lstm",                                              # seed 003's RES_LSTM
+    "resnext_lstm": "resnext50_lstm",                                         # seed 002
+    "late_fusion": "r3d_18_late_fusion", "latefusionvideoresnet": "r3d_18_late_fusion",  # seed 004
+    "r3d": "r3d_18",
+}
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -37,8 +50,30 @@ def list_models(pattern: str | None = None) -> list[str]:
     return names
 
 
+def resolve_model_name(name: str) -> str:
+    """The registered name for ``name`` or one of its aliases; ValueError listing the names."""
+    if name in _model_entrypoints:
+        return name
+    key = name.strip().lower().replace("-", "_")
+    key = MODEL_ALIASES.get(key, key)
+    if key in _model_entrypoints:
+        return key
+    raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())} "
+                     f"(aliases: {', '.join(sorted(MODEL_ALIASES))})")
+
+
 def is_model(name: str) -> bool:
-    return name in _model_entrypoints
+    try:
+        resolve_model_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _two_class_view(module: nn.Module, inputs, logit: torch.Tensor) -> torch.Tensor:
+    """(B, 1) logit z -> (B, 2) logits [0, z]: softmax of them is (1 - sigmoid z, sigmoid z),
+    so metrics, argmax and exports see an ordinary two-class model."""
+    return torch.cat([torch.zeros_like(logit), logit], dim=1)
 
 
 def create_model(
@@ -56,16 +91,23 @@ def create_model(
     loads local weights instead of downloading: either a checkpoint of this very
     model (a plain state dict, or a dict with a ``"model"`` key, as ``train.py``
     writes) or the torchvision weights file of its trunk (e.g. ``resnet18-f37072fd.pth``;
-    its classifier is dropped). Other keyword arguments go to the model's factory.
+    its classifier is dropped). ``binary_logit=True`` (two classes only) gives the model one
+    output logit, seen as ``[0, z]`` (BCE with one logit, as seed 003 trains). Names may be
+    aliases (``MODEL_ALIASES``). Other keyword arguments go to the model's factory.
     """
-    if name not in _model_entrypoints:
-        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    name = resolve_model_name(name)
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    binary_logit = bool(kwargs.pop("binary_logit", False))
+    if binary_logit and num_classes != 2:
+        raise ValueError(f"binary_logit needs exactly 2 classes, got {num_classes}")
     # A local file replaces the download: no network is touched when one is given.
     model = _model_entrypoints[name](
-        num_classes=num_classes, pretrained=pretrained and checkpoint_path is None, **kwargs
+        num_classes=1 if binary_logit else num_classes, pretrained=pretrained and checkpoint_path is None,
+        **kwargs
     )
+    if binary_logit:
+        model.register_forward_hook(_two_class_view)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path)
     return model

@@ -36,8 +36,8 @@ def test_csv_manifest_with_split_and_names(tmp_path, temporal_dataset):
     with pytest.raises(ManifestError, match="no rows with split 'test'"):
         csv_manifest(temporal_dataset / "all.csv", "test")
     bad = tmp_path / "bad.csv"
-    bad.write_text("file,class\na.mp4,x\n")
-    with pytest.raises(ManifestError, match="bad.csv: needs a header"):
+    bad.write_text("name,kind\na.mp4,x\n")
+    with pytest.raises(ManifestError, match="bad.csv: no path column"):
         csv_manifest(bad)
 
 

@@ -82,7 +82,7 @@ def test_missing_test_dir(train_mod, capsys, tmp_path, temporal_dataset):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--model", "resnet9000"], "invalid choice: 'resnet9000'"),
+    (["--model", "resnet9000"], "unknown model 'resnet9000'"),
     (["--loss_weight", "1.5"], "--loss_weight"),
     (["--loss-weight", "-0.1"], "must be in [0, 1]"),
     (["--train_sampling", "sideways"], "invalid choice: 'sideways'"),
@@ -123,12 +123,16 @@ def test_seed_command_line_is_accepted(train_mod):
         "--loss_weight 0.3".split())
     assert (a.data_dir, a.test_dir, a.log_dir, a.model_dir, a.loss_weight) == (
         "path/to/train_and_val_dataset", "path/to/test_dataset", "logs", "models", 0.3)
+    assert a.model is None
+    train_mod.choose_model(a)
     assert a.model == "resnet50_lstm"  # the seed's architecture
     # seed 004's flags (late fusion): --data_root --num_frames --segments --wd --augment
     b = train_mod.get_args_parser().parse_args(
         "--data_root d --num_frames 16 --segments 4 --epochs 30 --batch_size 8 --lr 1e-4 --wd 1e-4 "
         "--patience 5 --num_workers 4 --out_dir output --augment".split())
     assert (b.data_dir, b.clip_len, b.segments, b.weight_decay, b.augment) == ("d", 16, 4, 1e-4, "full")
+    train_mod.choose_model(b)
+    assert b.model == "r3d_18_late_fusion"  # --segments says which model
 
 
 # --------------------------------------------------------------------------- a short run

@@ -28,6 +28,8 @@ def test_torchrun_two_processes_on_cpu(tmp_path, temporal_dataset):
            "--no_progress"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-4000:])
+    # channels-last 1x1 convolution weights have canonical strides: DDP's buckets fit the grads
+    assert "grad strides do not match" not in r.stderr.lower()
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["world_size"] == 2
     # 16 training videos -> 8 per rank, batch 4 -> 2 batches on each rank, no shared clip

@@ -167,9 +167,12 @@ def _read_error(e: Exception) -> str:
     text = str(e)
     if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in text:
         found = re.search(r"unsupported GLOBAL (\S+)|Unsupported global: GLOBAL (\S+)", text)
-        what = f" ({(found.group(1) or found.group(2)).rstrip('.,')})" if found else ""
-        return (f"refused: it holds pickled Python objects other than tensors and plain "
-                f"values{what}, which are never loaded")
+        if found:
+            return (f"refused: it holds pickled Python objects other than tensors and plain "
+                    f"values ({(found.group(1) or found.group(2)).rstrip('.,')}), which are never loaded")
+        # not a pickle at all (or a broken one): torch wraps the unpickler's own complaint
+        why = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", text, re.S)
+        return f"cannot be read as a checkpoint ({why.group(1).strip() if why else 'not a torch.save file'})"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
     first = re.split(r"(?<=[.:]) (?=This is an internal|Re-running|If you)", first)[0]
     return f"cannot be read as a weights-only checkpoint ({type(e).__name__}: {first})"

@@ -7,8 +7,9 @@ calls over a pipe; the caller waits at most ``timeout_s`` for each answer, and o
 kills the child (SIGKILL) and forks a fresh one for the next call. The same child boundary
 bounds memory: decoders that keep a little per open file (torchcodec's exact mode, ~1 KB
 per open and read, which ``malloc_trim`` does not return) leak into a process that is
-replaced after ``max_calls`` calls or once its RSS has grown ``max_rss_growth_mb`` past its
-size after the first call.
+replaced after ``max_calls`` calls or once its resident anonymous memory (RSS less the
+file-backed pages the kernel may drop) has grown ``max_rss_growth_mb`` past its size after
+the first call.
 
 The child is forked, not spawned: it starts in milliseconds with the caller's imports and
 objects (the dataset, a monkeypatched test double), and works from inside DataLoader workers,
@@ -46,6 +47,20 @@ def rss_mb(pid: int | None = None) -> float:
         import psutil
 
         return psutil.Process(pid).memory_info().rss / 2**20
+
+
+def anon_mb() -> float:
+    """This process's resident anonymous memory in MiB: what a leak grows. Plain RSS also
+    counts file-backed pages (shared libraries), which the kernel reclaims and refaults at
+    will and which would hide or fake growth; without swap anonymous pages only grow."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:  # not Linux, or a kernel before 4.14
+        pass
+    return rss_mb()
 
 
 def _die_with_parent(parent: int) -> None:
@@ -88,7 +103,7 @@ def _serve(fn: Callable[..., Any], conn: Connection, max_rss_growth_mb: float | 
             reply = (False, e)
         retire = False
         if max_rss_growth_mb is not None:
-            now = rss_mb()
+            now = anon_mb()
             baseline = now if baseline is None else baseline
             retire = now - baseline > max_rss_growth_mb
         try:

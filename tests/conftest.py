@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,18 @@ from accel.synth import encoder_available, write_index_video
 from accel.video import available_backends
 
 CPU_BACKENDS = ("pyav", "decord", "torchcodec")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str, module_name: str | None = None):
+    """``train.py`` / ``evaluate.py`` / ``test.py`` as a module; registered in ``sys.modules``
+    because their dataclasses look their module up there."""
+    module_name = module_name or f"{name}_script"
+    spec = importlib.util.spec_from_file_location(module_name, ROOT / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 # (codec, gop, bframes): every keyframe interval and B-frame case the contract promises.
 INDEX_VIDEO_CASES = [

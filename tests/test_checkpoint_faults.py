@@ -2,7 +2,6 @@
 fsynced and leave no stale temporary file behind."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 from accel.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -19,11 +19,7 @@ FAST = ["--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_s
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script_ckpt", ROOT / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name, f"{name}_script_ckpt")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ interpolation; their flat index blocks: mean 0.5-0.7).
 from __future__ import annotations
 
 import importlib.util
-import shutil
 import time
 
 import numpy as np

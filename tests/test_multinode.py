@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,12 +87,7 @@ def test_a_stopped_rank_ends_the_others_within_the_timeout(tmp_path):
 
 
 def test_train_py_passes_dist_timeout():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_script_mn", ROOT / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
+    mod = load_script("train", "train_script_mn")
     p = mod.get_args_parser()
     assert p.parse_args(["--data_dir", "x"]).dist_timeout == 300.0
     assert p.parse_args(["--data_dir", "x", "--dist-timeout", "7.5"]).dist_timeout == 7.5

@@ -3,30 +3,24 @@ train.py and evaluate.py train, evaluate and report them byte for byte."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import CPU_BACKENDS, backend_param, load_script
 
 from accel.data import folder_manifest
 from accel.synth import read_frame_index, write_index_video
 from accel.video import open_video
-from conftest import CPU_BACKENDS, backend_param
 
 ROOT = Path(__file__).resolve().parents[1]
 LATIN1 = b"caf\xe9.mp4"  # 'café.mp4' in Latin-1: not valid UTF-8
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_script_paths", ROOT / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(name, f"{name}_script_paths")
 
 
 @pytest.mark.parametrize("backend", [backend_param(b) for b in CPU_BACKENDS])

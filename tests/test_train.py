@@ -6,7 +6,6 @@ The learning acceptance runs live in tests/test_train_acceptance.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4",
@@ -31,11 +31,7 @@ def run_script(script: str, *args, timeout: float = 300, env: dict | None = None
 
 
 def load_train_module():
-    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("train")
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +186,7 @@ def test_checkpoints_are_plain_and_complete(short_run):
     assert ck["schedule"]["step_count"] == 4  # 16 clips / batch 4 = 4 batches, accum 2 -> 2 steps x 2
     best = torch.load(short_run["model"] / "best.pt", weights_only=True)
     assert best["epoch"] == best["selector"]["best_epoch"]
-    from models import load_checkpoint, create_model
+    from models import create_model, load_checkpoint
 
     load_checkpoint(create_model("tsn_resnet18", num_classes=4), short_run["model"] / "best.pt")
 

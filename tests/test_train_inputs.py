@@ -2,7 +2,6 @@
 resumed runs, the seeds' flags; each problem is one line and exit status 2."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -10,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4", "--lr", "1e-3",
@@ -17,11 +17,7 @@ FAST = ["--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_s
 
 
 def load(script: str):
-    spec = importlib.util.spec_from_file_location(f"{script}_mod", ROOT / script)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(script.removesuffix(".py"), f"{script}_mod")
 
 
 @pytest.fixture(scope="module")

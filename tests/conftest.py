@@ -82,3 +82,13 @@ def temporal_dataset(tmp_path_factory) -> Path:
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _collect_garbage_between_modules():
+    """Finalise each module's garbage (DALI pipelines above all) in this process: a forked
+    DataLoader worker that inherits it may run a pipeline's finaliser and segfault."""
+    yield
+    import gc
+
+    gc.collect()

@@ -3,8 +3,8 @@ train.py on CPU from random initialisation reaches >= 90% test accuracy with eac
 model family, while the order-blind TSN baseline stays near chance (25% for 4 classes).
 
 Dataset: 4 classes x 60 videos (36 train / 12 val / 12 test per class), 32 frames of 32x32;
-clips of 8 frames. Measured on 2 idle CPU cores: CNN+LSTM ~35 s, TSM ~17 s, R3D-18 ~38 s,
-TSN ~17 s per run, including start-up and the video-level test (about 1 min 50 s in all).
+clips of 8 frames. Measured on 2 idle CPU cores of an earlier machine: CNN+LSTM ~35 s, TSM ~17 s,
+R3D-18 ~38 s, TSN ~17 s per run; on the current CI machines 157 s, 75 s, 132 s and 75 s.
 """
 from __future__ import annotations
 
@@ -48,7 +48,13 @@ def train(data: Path, out: Path, options: list[str], epochs: int) -> tuple[dict,
     return json.loads((out / "metrics.json").read_text()), elapsed
 
 
-@pytest.mark.parametrize("family", list(RUNS))
+# CNN+LSTM and R3D-18 take 2-2.5 min each on this project's 2-core machines: they run with the
+# slow tests (make test-all); TSM and the order-blind baseline keep the claim in the default suite.
+SLOW_FAMILIES = {"cnn_lstm", "r3d_18"}
+
+
+@pytest.mark.parametrize("family", [pytest.param(f, marks=pytest.mark.slow) if f in SLOW_FAMILIES else f
+                                    for f in RUNS])
 def test_temporal_family_learns_frame_order(temporal_demo, tmp_path, family):
     options, epochs = RUNS[family]
     m, elapsed = train(temporal_demo, tmp_path / family, options, epochs)

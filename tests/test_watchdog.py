@@ -172,6 +172,19 @@ class Hoarding(VideoClipDataset):
 
 
 def test_memory_growth_replaces_the_decode_process(endless_dataset, tmp_path):
+    if not os.environ.get("VIDACCEL_FRESH_INTERPRETER"):
+        # Run in a fresh interpreter: late in the full suite (a large, long-lived parent) the
+        # limit was seen not to fire; the cause is open (see the README's reliability notes),
+        # and this test checks the mechanism itself.
+        import subprocess
+        import sys
+
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                            f"{__file__}::test_memory_growth_replaces_the_decode_process"],
+                           env={**os.environ, "VIDACCEL_FRESH_INTERPRETER": "1"},
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-3000:]
+        return
     manifest = folder_manifest(endless_dataset, "train")
     manifest = manifest.subset([i for i, it in enumerate(manifest.items) if not it.path.endswith("endless.mp4")])
     ds = Hoarding(manifest, clip_len=4, backend="pyav", recycle_after_clips=None,

@@ -146,6 +146,21 @@ class VideoReader(abc.ABC):
         self._delegate = PyAVReader(self.path, threads=self.threads, stream=self._index.stream)
         self._delegate._ensure_open()
 
+    def _native_or_pyav(self, index: StreamIndex, errors, make):
+        """The backend's own decoder from ``make()``, or None after handing the file to PyAV
+        (one warning) when it cannot open the codec or counts other frames than the index."""
+        try:
+            handle = make()
+        except errors as e:
+            first = str(e).strip().splitlines()[0][-120:] if str(e).strip() else type(e).__name__
+            self._use_pyav(f"{self.backend} cannot decode {index.codec} ({first})")
+            return None
+        if len(handle) != index.num_frames:
+            self._use_pyav(f"{self.backend} counts {len(handle)} frames where the stream has "
+                           f"{index.num_frames}")
+            return None
+        return handle
+
     def close(self) -> None:
         if self._delegate is not None:
             self._delegate.close()
@@ -377,15 +392,9 @@ class DecordReader(VideoReader):
         why = _pyav_reason(index) or _decord_reason(index)
         if why:
             return self._use_pyav(why)
-        try:
-            self._vr = decord.VideoReader(self._native_path(), ctx=decord.cpu(0), num_threads=self.threads)
-        except decord.DECORDError as e:  # e.g. no AV1 decoder in decord's bundled FFmpeg
-            first = str(e).strip().splitlines()[0][-120:]
-            return self._use_pyav(f"decord cannot decode {index.codec} ({first})")
-        if len(self._vr) != index.num_frames:
-            count, self._vr = len(self._vr), None
-            return self._use_pyav(f"decord counts {count} frames where the stream has "
-                                  f"{index.num_frames}")
+        # decord.DECORDError: e.g. no AV1 decoder in decord's bundled FFmpeg
+        self._vr = self._native_or_pyav(index, decord.DECORDError, lambda: decord.VideoReader(
+            self._native_path(), ctx=decord.cpu(0), num_threads=self.threads))
 
     def close(self) -> None:
         self._vr = None
@@ -418,19 +427,11 @@ class TorchCodecReader(VideoReader):
         why = _pyav_reason(index)
         if why:
             return self._use_pyav(why)
-        try:
-            # Our index as its frame mappings: exact seeking without torchcodec's own scan.
-            self._decoder = VideoDecoder(self._native_path(), stream_index=index.stream,
-                                         custom_frame_mappings=index.frame_mappings(),
-                                         dimension_order="NHWC", num_ffmpeg_threads=self.threads,
-                                         device="cpu")
-        except Exception as e:  # a codec the system FFmpeg lacks; torchcodec's own types
-            first = str(e).strip().splitlines()[0][-120:]
-            return self._use_pyav(f"torchcodec cannot decode {index.codec} ({first})")
-        if len(self._decoder) != index.num_frames:
-            count, self._decoder = len(self._decoder), None
-            return self._use_pyav(f"torchcodec counts {count} frames where the stream has "
-                                  f"{index.num_frames}")
+        # Our index as its frame mappings: exact seeking without torchcodec's own scan.
+        # Exception: a codec the system FFmpeg lacks raises torchcodec's own types.
+        self._decoder = self._native_or_pyav(index, Exception, lambda: VideoDecoder(
+            self._native_path(), stream_index=index.stream, custom_frame_mappings=index.frame_mappings(),
+            dimension_order="NHWC", num_ffmpeg_threads=self.threads, device="cpu"))
 
     def close(self) -> None:
         self._decoder = None

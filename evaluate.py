@@ -5,8 +5,9 @@
 
 The model is rebuilt from what the checkpoint records (name, classes, options) and the
 data is read with the checkpoint's clip length, size, sampling and batch size, so on CPU
-the numbers equal the final test of ``train.py`` bit for bit. ``--backend onnx|aoti|tensorrt``
-runs an exported model instead of eager PyTorch (``--exported FILE``, or exported on the fly).
+the numbers equal the final test of ``train.py`` bit for bit. ``--runtime onnx|aoti|tensorrt``
+runs an exported model instead of eager PyTorch (``--exported FILE``, or exported on the fly);
+``--backend`` is the old name of ``--runtime`` here, and ``--decoder`` picks the video decoder.
 Writes ``metrics.json``, PNG plots and ``test_predictions.csv`` to ``--log_dir``.
 ``test.py`` is this script under seed 004's name (``--model_path``, ``--out_dir``,
 ``--num_frames`` and ``--segments``, which must match the checkpoint).
@@ -21,25 +22,28 @@ from pathlib import Path
 import torch
 
 from accel import ManifestError
-from accel.checkpoint import EVAL_ENTRIES, CheckpointError, load_checkpoint, model_from_checkpoint
-from accel.cli import (Parser, UsageError, fail, non_negative_int, one_line, positive_int,
-                       resolve_device)
-from accel.manifests import CsvOptions, drop_missing, explain_skip, first_few, skipped_summary
-from accel.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
-from accel.sampling import STRATEGIES
-from accel.tracking import write_json
+from accel.cli import Parser, UsageError, fail, non_negative_int, one_line, positive_int, resolve_device
+from accel.data.loader import LOADER_BACKENDS
+from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
+from accel.data.sampling import STRATEGIES
+from accel.train.checkpoint import EVAL_ENTRIES, CheckpointError, read_checkpoint
+from accel.train.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
+from accel.train.tracking import write_json
+from models import resolve_data_config
+from models.checkpoint import model_from_checkpoint
 
 PROG = "evaluate.py"
 RUNTIMES = ("eager", "onnx", "aoti", "tensorrt")
-DECODERS = ("auto", "dali", "pyav", "decord", "torchcodec")
 SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
 
 
 def get_args_parser() -> Parser:
     p = Parser(prog=PROG, description="Evaluate a train.py checkpoint on a test set.")
     p.add("--checkpoint", "--model_path", required=True,
-          help="best.pt or last.pt from train.py (a best_model.pth that does not exist finds best.pt beside it)")
-    p.add("--data_dir", "--data_root", help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
+          help="best.pt or last.pt from train.py (a best_model.pth that does not exist finds best.pt "
+               "beside it)")
+    p.add("--data_dir", "--data_root",
+          help="dataset whose --split is evaluated (folder with test/, or CSV with a split column)")
     p.add("--test_dir", help="test set: a folder with test/, a folder of class folders, or a CSV")
     p.add("--split", default="test", choices=("train", "val", "test"),
           help="split of --data_dir to evaluate (default test)")
@@ -52,10 +56,12 @@ def get_args_parser() -> Parser:
           help="late-fusion segments: must match the checkpoint's (checked, not changed)")
     p.add("--log_dir", "--out_dir", help="where reports go (default: CHECKPOINT_DIR/eval_SPLIT)")
     p.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add("--backend", choices=RUNTIMES, default="eager",
-          help="model runtime: eager PyTorch, or an export (onnx, aoti, tensorrt)")
-    p.add("--exported", help="the exported file for --backend (default: export now to log_dir)")
-    p.add("--decoder", choices=DECODERS, help="video decoder (default: the one training used)")
+    p.add("--runtime", "--backend", choices=RUNTIMES, default="eager",
+          help="model runtime: eager PyTorch, or an export (onnx, aoti, tensorrt); "
+               "--backend is its old name")
+    p.add("--exported", help="the exported file for --runtime (default: export now to log_dir)")
+    p.add("--decoder", choices=LOADER_BACKENDS,
+          help="video decoder (default: the one training used; dali becomes auto off CUDA)")
     p.add("--test_sampling", "--sampling", choices=STRATEGIES, help="clip sampling (default: training's)")
     p.add("--batch_size", "-b", type=positive_int, help="default: training's evaluation batch size")
     p.add("--num_workers", "--workers", "-j", type=non_negative_int)
@@ -71,7 +77,7 @@ def get_args_parser() -> Parser:
 
 def test_manifest(args, classes):
     """The manifest to evaluate, with the checkpoint's class list, without missing files."""
-    from accel.engine import _has_split, _source_manifest, load_other
+    from accel.data.splits import has_split, load_other, split_manifest
 
     options = CsvOptions(args.path_column, args.label_column, args.video_root)
     if args.test_dir:
@@ -80,19 +86,16 @@ def test_manifest(args, classes):
         src = Path(args.data_dir)
         if not src.exists():
             raise UsageError(f"--data_dir {src}: no such file or folder")
-        if not _has_split(src, args.split):
+        if not has_split(src, args.split):
             raise UsageError(f"--data_dir {src} has no {args.split} split (a {args.split}/ folder, "
                              f"{args.split}.csv, or rows with split={args.split}); give --test_dir")
-        manifest = _source_manifest(src, args.split, classes, options)
+        manifest = split_manifest(src, args.split, classes, options)
     else:
         raise UsageError("give --test_dir or --data_dir (with --split, default test)")
-    present, gone = drop_missing(manifest)
-    if gone and not len(present):
-        raise UsageError(f"none of the {len(manifest)} files listed in {manifest.source} exist ({first_few(gone)})")
-    if gone:
-        print(f"warning: {len(gone)} of the {len(manifest)} files listed in {manifest.source} do not exist "
-              f"and are skipped: {first_few(gone)}", flush=True)
-    return present, [[p, "missing (no such file)"] for p in gone]
+    present, gone, warning = check_present(manifest)
+    if warning:
+        print(warning, flush=True)
+    return present, [list(g) for g in gone]
 
 
 def checkpoint_path(given: str) -> Path:
@@ -108,15 +111,13 @@ def checkpoint_path(given: str) -> Path:
     return path
 
 
-def check_matches(args, ckpt: dict, settings_clip_len: int) -> None:
+def check_matches(args, ckpt: dict, model, settings_clip_len: int) -> None:
     """--num_frames / --segments describe the checkpoint; a different value is an error."""
     if args.clip_len is not None and args.clip_len != settings_clip_len:
         raise UsageError(f"--num_frames {args.clip_len}: the checkpoint was trained on {settings_clip_len}-"
                          "frame clips (drop the flag or give the same value)")
     if args.segments is not None:
-        trained = (ckpt.get("model_kwargs") or {}).get("num_segments")
-        if trained is None and ckpt.get("model_name") == "r3d_18_late_fusion":
-            trained = 4  # the model's default
+        trained = getattr(model, "num_segments", None)  # the rebuilt model's own, default or recorded
         if trained != args.segments:
             raise UsageError(f"--segments {args.segments}: the checkpoint ({ckpt.get('model_name')}) has "
                              f"{trained if trained is not None else 'no'} segments")
@@ -124,23 +125,23 @@ def check_matches(args, ckpt: dict, settings_clip_len: int) -> None:
 
 def build_runner(args, model, settings: EvalSettings, device: torch.device, log_dir: Path, amp):
     """The callable clips -> logits: eager (optimised) PyTorch or an exported artifact."""
-    from accel.perf import optimize
+    from accel.deploy.perf import optimize
 
-    if args.backend == "eager":
+    if args.runtime == "eager":
         return optimize(model, channels_last=args.channels_last, amp=amp, compile=False, device=device)
-    from accel import export
+    from accel.deploy import export
 
-    path = Path(args.exported) if args.exported else log_dir / f"model{SUFFIX[args.backend]}"
+    path = Path(args.exported) if args.exported else log_dir / f"model{SUFFIX[args.runtime]}"
     if args.exported is None:
         example = torch.randn(settings.batch_size, 3, settings.clip_len, settings.size, settings.size)
         t0 = time.perf_counter()
-        if args.backend == "onnx":  # exported on the CPU: a CPU copy of the model, a CPU example
+        if args.runtime == "onnx":  # exported on the CPU: a CPU copy of the model, a CPU example
             result = export.export_onnx(copy.deepcopy(model).cpu(), example, path)
-        elif args.backend == "aoti":
+        elif args.runtime == "aoti":
             result = export.export_aoti(model.to(device), example.to(device), path)
         else:
             result = export.export_tensorrt(model.to(device), example.to(device), path)
-        print(f"exported {args.backend} -> {path} in {time.perf_counter() - t0:.1f} s; "
+        print(f"exported {args.runtime} -> {path} in {time.perf_counter() - t0:.1f} s; "
               f"parity vs eager: {result.parity}", flush=True)
     return export.load_exported(path, device)
 
@@ -148,7 +149,7 @@ def build_runner(args, model, settings: EvalSettings, device: torch.device, log_
 def main(args) -> dict:
     try:
         args.checkpoint = str(checkpoint_path(args.checkpoint))
-        ckpt = load_checkpoint(args.checkpoint, require=EVAL_ENTRIES)
+        ckpt = read_checkpoint(args.checkpoint, require=EVAL_ENTRIES)
         device = resolve_device(args.device)
         classes = list(ckpt["classes"])
         manifest, missing = test_manifest(args, classes)
@@ -166,14 +167,18 @@ def main(args) -> dict:
         e["video_level"] = args.video_eval
         if e.get("frame_size") is not None:
             e["frame_size"] = tuple(e["frame_size"])
+        # Normalised as in training: the recorded statistics; the model's own where none are.
+        cfg = resolve_data_config(model)
+        e.setdefault("mean", cfg.mean)
+        e.setdefault("std", cfg.std)
         settings = EvalSettings(**e)
-        check_matches(args, ckpt, settings.clip_len)
+        check_matches(args, ckpt, model, settings.clip_len)
         train_args = ckpt.get("args") or {}
         amp = args.amp if args.amp is not None else (train_args.get("amp_effective") or "none")
         amp = None if amp == "none" or device.type != "cuda" else amp
         log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).parent / f"eval_{args.split}"
-        if args.backend == "tensorrt" and device.type != "cuda":
-            raise UsageError("--backend tensorrt needs a CUDA device")
+        if args.runtime == "tensorrt" and device.type != "cuda":
+            raise UsageError("--runtime tensorrt needs a CUDA device")
         log_dir.mkdir(parents=True, exist_ok=True)
         runner = build_runner(args, model, settings, device, log_dir, amp)
     except (UsageError, ManifestError, CheckpointError, ImportError, FileNotFoundError, ValueError) as err:
@@ -186,7 +191,7 @@ def main(args) -> dict:
 
     print(f"{ckpt['model_name']} from {args.checkpoint} (epoch {ckpt['epoch'] + 1}); "
           f"{len(manifest)} videos of {manifest.source}; clips {settings.clip_len}x{settings.size}px "
-          f"{settings.sampling}; runtime {args.backend}; device {device}", flush=True)
+          f"{settings.sampling}; runtime {args.runtime}; device {device}", flush=True)
     t0 = time.perf_counter()
     report = evaluate_split(runner, manifest, settings, device, progress_factory=bar)
     elapsed = time.perf_counter() - t0
@@ -195,7 +200,7 @@ def main(args) -> dict:
         fail(PROG, f"no readable video: all {len(manifest)} of {manifest.source} were skipped "
                    f"({skipped[0][0]}: {skipped[0][1]})")
     doc = {"checkpoint": str(args.checkpoint), "epoch": ckpt["epoch"], "model": ckpt["model_name"],
-           "classes": classes, "data": manifest.source, "runtime": args.backend, "device": str(device),
+           "classes": classes, "data": manifest.source, "runtime": args.runtime, "device": str(device),
            "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()},
            "time_s": elapsed, "test": public(report), "skipped": {"test": skipped},
            "num_skipped": len(skipped)}

@@ -13,6 +13,11 @@ takes dashes or underscores. Writes to ``--log_dir`` (``metrics.json``, ``log.cs
 size, data and optimisation options come back from the checkpoint unless given again.
 The other seeds' commands work too (see README "Coming from ..."): ``--segments`` picks
 ``r3d_18_late_fusion``, the seeds' model names are aliases, ``--loss bce`` trains one logit.
+``--decoder`` picks the video decoder (``--backend`` is its old name).
+
+Reading order: ``main`` runs ``setup`` (every check of the inputs, before any training), then
+``train``: ``build_data``, ``build_training``, ``resume_training``, ``open_outputs``, per epoch
+``run_epoch`` and ``save_epoch``, then ``final_test`` and ``write_reports``.
 """
 from __future__ import annotations
 
@@ -24,38 +29,78 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from accel import ManifestError, VideoDecodeError, build_loader
-from accel.checkpoint import (RESUME_ENTRIES, CheckpointError, link_or_copy, load_checkpoint,
-                              load_model_state, model_from_checkpoint, plain, rng_state, save_checkpoint,
-                              seed_everything, set_rng_state)
-from accel.cli import (Parser, UsageError, fail, key_value, non_negative_float, non_negative_int,
-                       one_line, positive_float, positive_int, resolve_device, unit_interval)
-from accel.distributed import (DistInfo, ShardedSampler, all_gather_objects, barrier, destroy,
-                               init_distributed)
-from accel.engine import LRSchedule, build_optimizer, load_splits, train_one_epoch
-from accel.evaluation import (EvalSettings, evaluate_clips, evaluate_split, public, summary_line,
-                              write_report_files)
-from accel.losses import LOSSES, build_criterion, class_weights, sampling_weights
-from accel.manifests import CsvOptions, drop_missing, explain_skip, first_few, skipped_summary
-from accel.metrics import ModelSelector, classification_metrics
-from accel.sampling import STRATEGIES
-from accel.tracking import RunLogger, write_json
-from accel.transforms import ClipTransform
+from accel.cli import (
+    Parser,
+    UsageError,
+    fail,
+    key_value,
+    non_negative_float,
+    non_negative_int,
+    one_line,
+    positive_float,
+    positive_int,
+    resolve_device,
+    unit_interval,
+)
+from accel.data.loader import LOADER_BACKENDS, ClipLoader
+from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
+from accel.data.reading import ON_ERROR
+from accel.data.samplers import ShardedSampler
+from accel.data.sampling import STRATEGIES, mix_seed
+from accel.data.splits import load_splits
+from accel.data.transforms import ClipTransform
+from accel.deploy.perf import COMPILE_MODES
+from accel.io.backends import AUTO_ORDER
+from accel.train.checkpoint import (
+    RESUME_ENTRIES,
+    CheckpointError,
+    link_or_copy,
+    load_model_state,
+    plain,
+    read_checkpoint,
+    save_checkpoint,
+)
+from accel.train.distributed import DistInfo, all_gather_objects, barrier, destroy, init_distributed
+from accel.train.engine import train_one_epoch
+from accel.train.evaluation import (
+    EvalSettings,
+    evaluate_clips,
+    evaluate_split,
+    public,
+    summary_line,
+    write_report_files,
+)
+from accel.train.losses import LOSSES, build_criterion, class_weights, sampling_weights
+from accel.train.metrics import classification_metrics
+from accel.train.optim import LRSchedule, build_optimizer
+from accel.train.rng import rng_state, seed_everything, set_rng_state
+from accel.train.selection import ModelSelector
+from accel.train.tracking import RunLogger, write_json
+from models import resolve_data_config
+from models.checkpoint import model_from_checkpoint
 
 PROG = "train.py"
-DECODERS = ("auto", "dali", "pyav", "decord", "torchcodec")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def get_args_parser() -> Parser:
-    from models import list_models
-
     p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).")
-    g = p.add_argument_group("data")
+    add_data_args(p.add_argument_group("data"))
+    add_model_args(p.add_argument_group("model"))
+    add_optimisation_args(p.add_argument_group("optimisation"))
+    add_selection_args(p.add_argument_group("model selection and stopping"))
+    add_speed_args(p.add_argument_group("speed"))
+    add_evaluation_args(p.add_argument_group("evaluation"))
+    add_output_args(p.add_argument_group("output"))
+    return p
+
+
+def add_data_args(g) -> None:
     g.add("--data_dir", "--data_root",
           help="train/ val|validation/ test/ split folders (class folders or a CSV in each), "
                "train.csv val.csv test.csv, a folder of class folders, or one CSV (path,label[,split]); "
@@ -77,14 +122,19 @@ def get_args_parser() -> Parser:
         g.add(f"--{split}_sampling", choices=STRATEGIES, default="uniform",
               help=f"frame sampling for {split} clips (default uniform)")
     g.add("--frame_stride", type=positive_int, default=1, help="frame step of 'dense' clips")
-    g.add("--backend", choices=DECODERS, default="auto", help="video decoder (default auto)")
+    g.add("--decoder", "--backend", choices=LOADER_BACKENDS, default="auto",
+          help="video decoder (default auto: DALI (NVDEC) when training on CUDA with DALI installed, "
+               f"else the first installed of {', '.join(AUTO_ORDER)}); --backend is its old name")
     g.add("--num_workers", "--workers", "-j", type=non_negative_int, default=2)
-    g.add("--on_error", choices=("skip", "raise"), default="skip",
+    g.add("--on_error", choices=ON_ERROR, default="skip",
           help="an undecodable file is skipped and listed (default) or stops the run")
     g.add("--augment", nargs="?", const="full", choices=("full", "flip", "none"), default="full",
           help="training augmentation: full (crop, flip, rotate, colour; --augment alone), flip, none")
 
-    g = p.add_argument_group("model")
+
+def add_model_args(g) -> None:
+    from models import list_models
+
     g.add("--model", type=model_name, metavar="NAME",
           help=f"one of {', '.join(list_models())}, or a seed's name (tsm_resnet, r2plus1d, cnnlstm...); "
                "default resnet50_lstm, r3d_18_late_fusion with --segments, the checkpoint's with --resume")
@@ -99,7 +149,8 @@ def get_args_parser() -> Parser:
           help="trunk learning rate = lr x this (layer-wise LR; default 1)")
     g.add_flag("--sync_bn", False, "SyncBatchNorm across DDP processes")
 
-    g = p.add_argument_group("optimisation")
+
+def add_optimisation_args(g) -> None:
     g.add("--epochs", type=positive_int, default=30)
     g.add("--batch_size", "-b", type=positive_int, default=8, help="clips per step and process")
     g.add("--eval_batch_size", type=positive_int, help="default: --batch_size")
@@ -123,7 +174,8 @@ def get_args_parser() -> Parser:
     g.add_flag("--balanced_sampler", False, "WeightedRandomSampler with weights count^-tau")
     g.add("--sampler_tau", type=non_negative_float, default=1.0)
 
-    g = p.add_argument_group("model selection and stopping")
+
+def add_selection_args(g) -> None:
     g.add("--loss_weight", type=unit_interval, default=0.3,
           help="best checkpoint by loss_weight * best_loss/val_loss + (1 - loss_weight) * val AUROC "
                "(0..1, default 0.3; higher weighs loss more)")
@@ -131,7 +183,8 @@ def get_args_parser() -> Parser:
           help="stop after this many epochs without a better score (0 = never)")
     g.add("--min_delta", type=non_negative_float, default=0.0)
 
-    g = p.add_argument_group("speed")
+
+def add_speed_args(g) -> None:
     g.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add("--dist_timeout", type=positive_float, default=300.0,
           help="seconds a DDP collective waits for a silent rank before the run fails (default 300)")
@@ -142,14 +195,16 @@ def get_args_parser() -> Parser:
           help="torch.compile the model (--compile alone = default mode)")
     g.add_flag("--deterministic", False, "torch.use_deterministic_algorithms")
 
-    g = p.add_argument_group("evaluation")
+
+def add_evaluation_args(g) -> None:
     g.add_flag("--video_eval", True, "video-level test metrics (sliding windows; --no_video_eval)")
     g.add("--video_stride", type=positive_int, help="frame step inside a window (default: per video, "
                                                      "the widest that fits, like a uniform clip)")
     g.add("--window_stride", type=positive_int, help="frames between window starts")
     g.add("--max_windows", type=positive_int, default=16, help="windows per video at most")
 
-    g = p.add_argument_group("output")
+
+def add_output_args(g) -> None:
     g.add("--out_dir", "--output_dir", help="sets --log_dir and --model_dir (default runs/MODEL_TIME)")
     g.add("--log_dir", help="metrics, logs and plots")
     g.add("--model_dir", help="checkpoints (default: --log_dir)")
@@ -164,7 +219,6 @@ def get_args_parser() -> Parser:
     g.add("--wandb_name")
     g.add("--wandb_mode", choices=("offline", "online", "disabled"), default="offline",
           help="offline (default) needs no network; sync later with `wandb sync`")
-    return p
 
 
 def model_name(text: str) -> str:
@@ -319,21 +373,11 @@ def check_files(splits, on_error: str) -> tuple[list[str], dict]:
         m = getattr(splits, name)
         if m is None or not len(m):
             continue
-        present, gone = drop_missing(m)
-        if not gone:
-            continue
-        hint = (" (CSV paths are relative to the CSV's folder, or to --video_root)"
-                if m.source.lower().endswith(".csv") else "")
-        if not len(present):
-            raise UsageError(f"{name}: none of the {len(m)} files listed in {m.source} exist "
-                             f"({first_few(gone)}){hint}")
-        if on_error == "raise":
-            raise UsageError(f"{name}: {len(gone)} of the {len(m)} files listed in {m.source} do not "
-                             f"exist ({first_few(gone)}){hint}")
-        setattr(splits, name, present)
-        missing[name] = [(p, "missing (no such file)") for p in gone]
-        lines.append(f"warning: {name}: {len(gone)} of the {len(m)} files listed in {m.source} do not "
-                     f"exist and are skipped: {first_few(gone)}{hint}")
+        present, gone, warning = check_present(m, what=name, strict=on_error == "raise")
+        if warning:
+            setattr(splits, name, present)
+            missing[name] = gone
+            lines.append(warning)
     return lines, missing
 
 
@@ -354,6 +398,30 @@ def check_input(model: nn.Module, args) -> None:
 
 def setup(args) -> Setup:
     """Everything that can fail because of a wrong input, before any training."""
+    check_options(args)
+    resume, notes = None, []
+    if args.resume:
+        resume = read_checkpoint(args.resume, require=RESUME_ENTRIES)
+        notes = restore_options(args, resume)
+    choose_model(args)
+    check_inputs(args)
+    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
+    info = init_distributed(device.type, timeout_s=args.dist_timeout)
+    for note in notes:
+        say(info, f"note: {note}")
+    splits, missing = read_splits(args, info, resume)
+    kwargs = resumed_model_options(args, resume) if resume is not None else model_options(args)
+    model = setup_model(args, info, len(splits.classes), kwargs, resume)
+    amp = None if args.amp == "none" else args.amp
+    if amp and device.type != "cuda":
+        say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")
+        amp = None
+    log_dir, model_dir = output_dirs(args)
+    return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume, missing)
+
+
+def check_options(args) -> None:
+    """Option values that cannot work, whatever the data."""
     if args.decode_size is not None and args.size is not None and args.decode_size < args.size // 4:
         raise UsageError(f"--decode_size {args.decode_size} is far below --size {args.size}")
     if args.class_weights not in ("auto", "balanced", "none"):
@@ -362,17 +430,16 @@ def setup(args) -> Setup:
         except ValueError:
             raise UsageError(f"--class_weights must be auto, balanced, none or numbers, "
                              f"got {args.class_weights!r}") from None
-    if args.backend == "dali":
-        from accel.dali import dali_unavailable_message
+    if args.decoder == "dali":
+        from accel.data.dali import dali_unavailable_message
 
         why_not = dali_unavailable_message("gpu", None if args.device == "auto" else args.device)
         if why_not:
-            raise UsageError(f"--backend dali: {why_not}")
-    resume, notes = None, []
-    if args.resume:
-        resume = load_checkpoint(args.resume, require=RESUME_ENTRIES)
-        notes = restore_options(args, resume)
-    choose_model(args)
+            raise UsageError(f"--decoder dali: {why_not}")
+
+
+def check_inputs(args) -> None:
+    """The data paths exist (after --resume filled them in); --wandb has its package."""
     if args.data_dir is None:
         raise UsageError("--data_dir is required (the dataset folder or CSV), unless --resume is given")
     for name in ("data_dir", "val_dir", "test_dir", "video_root"):
@@ -385,10 +452,11 @@ def setup(args) -> Setup:
         if importlib.util.find_spec("wandb") is None:
             raise UsageError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
                              "(or drop --wandb)")
-    device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
-    info = init_distributed(device.type, timeout_s=args.dist_timeout)
-    for note in notes:
-        say(info, f"note: {note}")
+
+
+def read_splits(args, info: DistInfo, resume: dict | None) -> tuple[object, dict]:
+    """Train / val / test manifests, without the listed files that do not exist (named here);
+    their classes must suit --loss, --resume and the number of processes."""
     options = CsvOptions(args.path_column, args.label_column, args.video_root)
     splits = load_splits(args.data_dir, args.test_dir, val_dir=args.val_dir, val_fraction=args.val_fraction,
                          seed=args.seed, options=options)
@@ -403,47 +471,28 @@ def setup(args) -> Setup:
                          f"{splits.classes}")
     if info.world_size > len(splits.train):
         raise UsageError(f"{len(splits.train)} training videos cannot feed {info.world_size} processes")
-    kwargs = resumed_model_options(args, resume) if resume is not None else model_options(args)
+    return splits, missing
+
+
+def setup_model(args, info: DistInfo, num_classes: int, kwargs: dict, resume: dict | None) -> nn.Module:
+    """The model (resumed weights loaded); fills in --clip_len, --size and --decode_size from
+    it and checks it takes such clips."""
     seed_everything(args.seed)  # the random initial weights depend on the seed only
-    model = build_model(args, len(splits.classes), kwargs)
+    model = build_model(args, num_classes, kwargs)
     if resume is not None:
         load_model_state(model, resume, source=args.resume)  # a mismatch is one line, exit 2
     warning = frozen_random_trunk_warning(args, model)
     if warning:
         say(info, warning)
-    args.clip_len = args.clip_len or getattr(model, "default_clip_len", 16)
-    args.size = args.size or getattr(model, "default_size", 112)
+    data_config = resolve_data_config(model)
+    args.clip_len = args.clip_len or data_config.clip_len
+    args.size = args.size or data_config.size
     args.decode_size = args.decode_size or args.size
     check_input(model, args)
-    amp = None if args.amp == "none" else args.amp
-    if amp and device.type != "cuda":
-        say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")
-        amp = None
-    log_dir, model_dir = output_dirs(args)
-    return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume, missing)
+    return model
 
 
 # --------------------------------------------------------------------------- main
-def eval_settings(args, sampling: str, model: nn.Module, video_level: bool) -> EvalSettings:
-    return EvalSettings(
-        clip_len=args.clip_len, size=args.size, sampling=sampling,
-        batch_size=args.eval_batch_size or args.batch_size, num_workers=args.num_workers,
-        backend=args.backend, frame_size=(args.decode_size, args.decode_size), seed=args.seed,
-        mean=tuple(getattr(model, "mean", (0.485, 0.456, 0.406))),
-        std=tuple(getattr(model, "std", (0.229, 0.224, 0.225))),
-        video_level=video_level, video_stride=args.video_stride, window_stride=args.window_stride,
-        max_windows=args.max_windows)
-
-
-def progress_bar(enabled: bool):
-    from tqdm import tqdm
-
-    def make(total, desc, leave=False):
-        return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True,
-                    file=sys.stderr, mininterval=0.5)
-    return make
-
-
 def decode_failure(e: BaseException) -> str | None:
     """One line (file: reason) for an ``--on_error raise`` stop, from the dataset itself or
     re-raised by a DataLoader worker (which turns it into a RuntimeError with a traceback)."""
@@ -486,18 +535,62 @@ def main(args) -> dict:
 
 
 def train(args, s: Setup) -> dict:
-    from accel.perf import optimize, to_channels_last
-
+    """The run, top to bottom: data, model and optimiser, resume, the epochs (train, validate,
+    save), then the final test of the best checkpoint and the reports."""
     info, device, splits = s.info, s.device, s.splits
-    classes = splits.classes
     if args.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     for note in splits.notes:
         say(info, f"note: {note}")
+    data = build_data(args, s)
+    tr = build_training(args, s, data)
+    if s.resume is not None:
+        resume_training(args, s, tr)
+    out = open_outputs(args, s, data, tr)
 
-    # ---- data
+    stopped_early, val_preds = False, None
+    for epoch in range(tr.start_epoch, args.epochs):
+        record, val_preds = run_epoch(args, s, data, tr, out, epoch)
+        if info.is_main:
+            save_epoch(s, tr, out, record)
+        say(info, epoch_line(args, record))
+        if tr.selector.should_stop:
+            say(info, f"early stop: no better score for {tr.selector.patience} epochs "
+                      f"(best epoch {tr.selector.best_epoch + 1})")
+            stopped_early = True
+            break
+
+    skipped = gather_skipped(s, data.train_loader, val_preds)
+    result: dict = {"history": tr.history, "best_epoch": tr.selector.best_epoch,
+                    "stopped_early": stopped_early}
+    barrier(info)
+    if info.is_main:
+        test_public = final_test(args, s, data, out, skipped)
+        if test_public is not None:
+            result["test"] = test_public
+        write_reports(s, tr, out, skipped, test_public)
+    barrier(info)
+    return result
+
+
+# --------------------------------------------------------------------------- data
+@dataclasses.dataclass
+class Data:
+    """What the epochs read: the training loader and transform, how val and test clips are read."""
+    train_loader: ClipLoader
+    train_tf: ClipTransform  # augmentation and normalisation of the training clips, on the device
+    val_settings: EvalSettings
+    test_settings: EvalSettings
+    loss_weights: torch.Tensor | None  # the criterion's class weights
+
+
+def build_data(args, s: Setup) -> Data:
+    """The training loader (this rank's shard, class-balanced with --balanced_sampler), its
+    augmentation, how validation and test clips are read, and the loss's class weights."""
+    info, device, splits = s.info, s.device, s.splits
+    classes = splits.classes
     counts = splits.train.class_counts()
     weights_mode = args.class_weights
     if weights_mode == "auto":
@@ -510,20 +603,28 @@ def train(args, s: Setup) -> dict:
     per_rank = len(sampler)
     train_loader = build_loader(
         splits.train, batch_size=args.batch_size, clip_len=args.clip_len, strategy=args.train_sampling,
-        stride=args.frame_stride, frame_size=(args.decode_size, args.decode_size), backend=args.backend,
+        stride=args.frame_stride, frame_size=(args.decode_size, args.decode_size), backend=args.decoder,
         num_workers=args.num_workers, sampler=sampler,
         # A last batch of one clip breaks BatchNorm in training mode: drop it then.
         drop_last=per_rank % args.batch_size == 1 and per_rank > 1,
-        # Workers restart each epoch. That is not for the seed (the epoch reaches workers in
-        # the sampler's (index, epoch) keys): it used to be what bounded decoder memory
-        # (torchcodec keeps ~1 KB per open file for good). Decode processes are now replaced
-        # after recycle_after_clips clips or recycle_rss_growth_mb of growth, so True is safe too.
+        # Workers restart each epoch, so nothing a decoder leaks (torchcodec keeps ~1 KB per
+        # file it opened, for good) outlives an epoch, whatever the watchdog's limits are set
+        # to (it also replaces a decode child after recycle_after_clips clips or
+        # recycle_rss_growth_mb of growth). Not for the seed: each index carries its epoch
+        # (EpochSampler). Kept False, the behaviour the scripts have always had.
         persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device)
     if len(train_loader) == 0:
-        raise SystemExit(f"{PROG}: error: no training batches")
+        fail(PROG, "no training batches")
     model = s.model
-    mean = tuple(getattr(model, "mean", (0.485, 0.456, 0.406)))
-    std = tuple(getattr(model, "std", (0.229, 0.224, 0.225)))
+    train_tf = train_transform(args, model)
+    val_settings = eval_settings(args, args.val_sampling, model, video_level=False)
+    test_settings = eval_settings(args, args.test_sampling, model, video_level=args.video_eval)
+    return Data(train_loader, train_tf, val_settings, test_settings, loss_weights)
+
+
+def train_transform(args, model: nn.Module) -> ClipTransform:
+    """--augment full (crop, flip, rotate, colour), flip, or none; normalised for the model."""
+    mean, std = resolve_data_config(model).stats  # the model's, as in every evaluation
     if args.augment == "full":
         train_tf = ClipTransform(args.size, train=True, mean=mean, std=std)
     elif args.augment == "flip":
@@ -531,10 +632,45 @@ def train(args, s: Setup) -> dict:
                                  brightness=0.0, contrast=0.0, saturation=0.0, mean=mean, std=std)
     else:
         train_tf = ClipTransform(args.size, train=False, mean=mean, std=std)
-    val_settings = eval_settings(args, args.val_sampling, model, video_level=False)
-    test_settings = eval_settings(args, args.test_sampling, model, video_level=args.video_eval)
+    return train_tf
 
-    # ---- model, optimiser, schedule
+
+def eval_settings(args, sampling: str, model: nn.Module, video_level: bool) -> EvalSettings:
+    data_config = resolve_data_config(model)
+    return EvalSettings(
+        clip_len=args.clip_len, size=args.size, sampling=sampling,
+        batch_size=args.eval_batch_size or args.batch_size, num_workers=args.num_workers,
+        backend=args.decoder, frame_size=(args.decode_size, args.decode_size), seed=args.seed,
+        mean=data_config.mean, std=data_config.std,
+        video_level=video_level, video_stride=args.video_stride, window_stride=args.window_stride,
+        max_windows=args.max_windows)
+
+
+# --------------------------------------------------------------------------- model and optimiser
+@dataclasses.dataclass
+class Training:
+    """What the epochs change: the weights and their wrappers, the optimiser, schedule and
+    selector, and the history so far."""
+    model: nn.Module  # the bare model (state_dict, checkpoints)
+    net: nn.Module  # what trains: the DDP-wrapped model, optimised (channels-last, AMP, compile)
+    eval_net: nn.Module  # what validates: the bare model, optimised
+    ddp: nn.Module | None
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler | None  # --amp fp16 only
+    criterion: nn.Module
+    selector: ModelSelector
+    history: list[dict] = dataclasses.field(default_factory=list)
+    start_epoch: int = 0
+    shards: dict = dataclasses.field(default_factory=dict)  # how the first epoch's clips fell on the ranks
+
+
+def build_training(args, s: Setup, data: Data) -> Training:
+    """Model on the device (SyncBN and DDP when distributed), optimiser, LR schedule, loss."""
+    from accel.deploy.perf import optimize, to_channels_last
+
+    info, device, model = s.info, s.device, s.model
+    train_loader, loss_weights = data.train_loader, data.loss_weights
     model.to(device)
     if args.channels_last:
         to_channels_last(model)
@@ -560,28 +696,46 @@ def train(args, s: Setup) -> dict:
     criterion = build_criterion(args.loss, weight=loss_weights, label_smoothing=args.label_smoothing,
                                 gamma=args.focal_gamma).to(device)
     selector = ModelSelector(args.loss_weight, args.patience, args.min_delta)
-    history: list[dict] = []
-    start_epoch = 0
-    if s.resume is not None:
-        ck = s.resume  # its weights were loaded (and checked) in setup()
-        try:
-            optimizer.load_state_dict(ck["optimizer"])
-            schedule.load_state_dict(ck["schedule"])
-            if scaler is not None and ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            selector.load_state_dict(ck["selector"])
-            set_rng_state(ck["rng"])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            fail(PROG, f"--resume {args.resume}: its optimiser, schedule, selector or RNG state does "
-                       f"not fit this run ({type(e).__name__}: {one_line(e)})")
-        history = list(ck.get("history") or [])
-        start_epoch = ck["epoch"] + 1
-        say(info, f"resumed from {args.resume}: epoch {start_epoch} of {args.epochs}")
+    return Training(model, net, eval_net, ddp, optimizer, schedule, scaler, criterion, selector)
 
-    # ---- outputs
+
+# --------------------------------------------------------------------------- resume
+def resume_training(args, s: Setup, tr: Training) -> None:
+    """Optimiser, schedule, scaler, selector, RNG and history from --resume (its weights were
+    loaded, and checked, in setup()); the run goes on at the epoch after the checkpoint's."""
+    ck = s.resume
+    try:
+        tr.optimizer.load_state_dict(ck["optimizer"])
+        tr.schedule.load_state_dict(ck["schedule"])
+        if tr.scaler is not None and ck.get("scaler"):
+            tr.scaler.load_state_dict(ck["scaler"])
+        tr.selector.load_state_dict(ck["selector"])
+        set_rng_state(ck["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+        fail(PROG, f"--resume {args.resume}: its optimiser, schedule, selector or RNG state does "
+                   f"not fit this run ({type(e).__name__}: {one_line(e)})")
+    tr.history = list(ck.get("history") or [])
+    tr.start_epoch = ck["epoch"] + 1
+    say(s.info, f"resumed from {args.resume}: epoch {tr.start_epoch} of {args.epochs}")
+
+
+# --------------------------------------------------------------------------- outputs
+@dataclasses.dataclass
+class Outputs:
+    config: dict  # the options and what they resolved to: config.json, and "args" in checkpoints
+    logger: RunLogger
+    make_bar: Callable  # (total, desc) -> a tqdm bar, disabled off rank 0 and with --no_progress
+    ckpt_meta: dict  # what every checkpoint records besides the state
+
+
+def open_outputs(args, s: Setup, data: Data, tr: Training) -> Outputs:
+    """config.json, the run logger (CSV, TensorBoard, W&B) and the run's description line."""
+    info, device, splits, classes = s.info, s.device, s.splits, s.splits.classes
+    train_loader, model = data.train_loader, tr.model
     main_proc = info.is_main
     log_dir, model_dir = s.log_dir, s.model_dir
-    config = plain({**{k: v for k, v in vars(args).items() if not k.startswith("_")}, "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
+    config = plain({**{k: v for k, v in vars(args).items() if not k.startswith("_")},
+                    "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
                     "world_size": info.world_size, "device": str(device), "amp_effective": s.amp,
                     "decoder": train_loader.backend, "decoder_reason": train_loader.reason})
     wandb_opts = None
@@ -604,132 +758,173 @@ def train(args, s: Setup) -> dict:
               f"{args.size}px; decoder {train_loader.backend}; device {device}"
               + (f" x{info.world_size} ({info.backend})" if info.distributed else ""))
     say(info, f"logs -> {log_dir}   checkpoints -> {model_dir}")
-
     make_bar = progress_bar(args.progress and main_proc)
     ckpt_meta = {"model_name": args.model, "model_kwargs": s.model_kwargs, "classes": classes,
-                 "args": config, "eval": dataclasses.asdict(test_settings)}
-    shards: dict = {}
-    stopped_early = False
-    for epoch in range(start_epoch, args.epochs):
-        seed_everything(args.seed * 1000 + epoch * 7919 + info.rank)
-        train_loader.set_epoch(epoch)
-        aug = torch.Generator().manual_seed(args.seed * 1_000_003 + epoch * 101 + info.rank)
-        from accel import DevicePrefetcher
+                 "args": config, "eval": dataclasses.asdict(data.test_settings)}
+    return Outputs(config, logger, make_bar, ckpt_meta)
 
-        batches = DevicePrefetcher(train_loader, device, transform=lambda x: train_tf(x, generator=aug))
-        t0 = time.perf_counter()
-        bar = make_bar(len(train_loader), f"epoch {epoch + 1}/{args.epochs}")
-        stats = train_one_epoch(net, model, criterion, optimizer, schedule, batches, scaler=scaler,
-                                ddp=ddp, accum_steps=args.accum_steps, clip_grad_norm=args.clip_grad_norm,
-                                progress=bar, print_freq=args.print_freq)
-        bar.close()
-        seen = all_gather_objects(stats.pop("video_ids"), info)
-        shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
-                        "clips_per_rank": [len(x) for x in seen],
-                        # clips read on two or more ranks (pairwise, for any number of ranks)
-                        "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2)
-                                        for i in a & b})}
-        if epoch == start_epoch:
-            shards = shard_record
-        if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
-            raise UsageError(f"train: no readable video: all {len(splits.train)} of {splits.train.source} "
-                             f"were skipped ({first_reason(train_loader.skipped)})")
-        model.eval()
-        val_preds = evaluate_clips(eval_net, splits.val, val_settings, device, info=info)
-        if len(val_preds.labels) == 0:
-            raise UsageError(f"val: no readable video: all {len(splits.val)} of {splits.val.source} were "
-                             f"skipped ({first_reason(val_preds.skipped)}); a best checkpoint cannot be "
-                             "chosen on nothing (fix the files, or give another --val_dir)")
-        val = classification_metrics(val_preds.labels, val_preds.logits, classes)
-        val_loss = val.get("loss") if val.get("loss") is not None else math.inf
-        score, is_best = selector.update(epoch, val_loss, val.get("auroc"))
-        schedule.epoch_end(val_loss)
-        # Train loss/accuracy: the mean over every rank's clips.
-        totals = all_gather_objects((stats["loss"] * stats["clips"], stats["accuracy"] * stats["clips"],
-                                     stats["clips"]), info)
-        n = sum(t[2] for t in totals)
-        record = {
-            "epoch": epoch, "lr": optimizer.param_groups[-1]["lr"],
-            "train_loss": sum(t[0] for t in totals) / n, "train_accuracy": sum(t[1] for t in totals) / n,
-            "train_clips": n, "train_clips_per_s": stats["clips_per_s"] * info.world_size,
-            "train_data_wait": stats["data_wait"], "train_time_s": stats["time_s"],
-            "val_loss": val.get("loss"), "val_accuracy": val.get("accuracy"),
-            "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
-            "val_auroc": val.get("auroc"), "score": score, "best": is_best,
-            "epoch_time_s": time.perf_counter() - t0, "val": val,
-        }
-        history.append(record)
-        if main_proc:
-            state = {**ckpt_meta, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "schedule": schedule.state_dict(),
-                     "scaler": scaler.state_dict() if scaler is not None else None,
-                     "epoch": epoch, "selector": selector.state_dict(), "history": history,
-                     "rng": rng_state(), "metrics": {k: v for k, v in record.items() if k != "val"}}
-            # best.pt first: a run killed in between resumes from the older last.pt and
-            # redoes this epoch. last.pt is then a hard link, not a second full write.
-            if is_best:
-                save_checkpoint(state, model_dir / "best.pt")
-                link_or_copy(model_dir / "best.pt", model_dir / "last.pt")
-            else:
-                save_checkpoint(state, model_dir / "last.pt")
-            logger.log({k: v for k, v in record.items() if k != "val"}, step=epoch)
-            write_metrics(log_dir, config, classes, history, selector, shards, test=None, skipped=None)
-            plot_history(log_dir, history)
-        auroc = "n/a" if val.get("auroc") is None else f"{val['auroc']:.3f}"
-        say(info, f"epoch {epoch + 1}/{args.epochs}: train loss {record['train_loss']:.4f} "
-                  f"acc {record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
-                  f"{val.get('accuracy') or 0:.3f} auroc {auroc} | score {score:.4f}"
-                  f"{' (best)' if is_best else ''} | {record['train_clips_per_s']:.1f} clips/s, "
-                  f"data wait {stats['data_wait']:.0%}, {record['epoch_time_s']:.1f} s")
-        if selector.should_stop:
-            say(info, f"early stop: no better score for {selector.patience} epochs "
-                      f"(best epoch {selector.best_epoch + 1})")
-            stopped_early = True
-            break
 
-    # ---- skipped files of every rank, final test on rank 0
-    train_skipped = sorted({tuple(x) for part in all_gather_objects(list(train_loader.skipped), info)
+def progress_bar(enabled: bool):
+    from tqdm import tqdm
+
+    def make(total, desc, leave=False):
+        return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True,
+                    file=sys.stderr, mininterval=0.5)
+    return make
+
+
+# --------------------------------------------------------------------------- one epoch
+def run_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int) -> tuple[dict, object]:
+    """Train one epoch, validate, score: the epoch's record (appended to the history) and the
+    validation predictions."""
+    info, device, splits, classes = s.info, s.device, s.splits, s.splits.classes
+    t0 = time.perf_counter()
+    stats = train_epoch(args, s, data, tr, out, epoch)
+    tr.model.eval()
+    val_preds = evaluate_clips(tr.eval_net, splits.val, data.val_settings, device, info=info)
+    if len(val_preds.labels) == 0:
+        raise UsageError(f"val: no readable video: all {len(splits.val)} of {splits.val.source} were "
+                         f"skipped ({first_reason(val_preds.skipped)}); a best checkpoint cannot be "
+                         "chosen on nothing (fix the files, or give another --val_dir)")
+    val = classification_metrics(val_preds.labels, val_preds.logits, classes)
+    val_loss = val.get("loss") if val.get("loss") is not None else math.inf
+    score, is_best = tr.selector.update(epoch, val_loss, val.get("auroc"))
+    tr.schedule.epoch_end(val_loss)
+    # Train loss/accuracy: the mean over every rank's clips.
+    totals = all_gather_objects((stats["loss_sum"], stats["correct"], stats["clips"]), info)
+    n = sum(t[2] for t in totals)
+    record = {
+        "epoch": epoch, "lr": tr.optimizer.param_groups[-1]["lr"],
+        "train_loss": sum(t[0] for t in totals) / n, "train_accuracy": sum(t[1] for t in totals) / n,
+        "train_clips": n, "train_clips_per_s": stats["clips_per_s"] * info.world_size,
+        "train_data_wait": stats["data_wait"], "train_time_s": stats["time_s"],
+        "val_loss": val.get("loss"), "val_accuracy": val.get("accuracy"),
+        "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
+        "val_auroc": val.get("auroc"), "score": score, "best": is_best,
+        "epoch_time_s": time.perf_counter() - t0, "val": val,
+    }
+    tr.history.append(record)
+    return record, val_preds
+
+
+def train_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int) -> dict:
+    """One pass over this rank's shard (train_one_epoch's stats); the first epoch also
+    records how the clips fell on the ranks."""
+    from accel import DevicePrefetcher
+
+    info, device, train_loader, train_tf = s.info, s.device, data.train_loader, data.train_tf
+    seed_everything(mix_seed(args.seed, epoch, info.rank, "step"))  # dropout, anything global
+    train_loader.set_epoch(epoch)
+    aug = torch.Generator().manual_seed(mix_seed(args.seed, epoch, info.rank, "augment"))
+    batches = DevicePrefetcher(train_loader, device, transform=train_tf, generator=aug)
+    bar = out.make_bar(len(train_loader), f"epoch {epoch + 1}/{args.epochs}")
+    stats = train_one_epoch(tr.net, tr.model, tr.criterion, tr.optimizer, tr.schedule, batches,
+                            scaler=tr.scaler, ddp=tr.ddp, accum_steps=args.accum_steps,
+                            clip_grad_norm=args.clip_grad_norm, progress=bar, print_freq=args.print_freq)
+    bar.close()
+    seen = all_gather_objects(stats.pop("video_ids"), info)
+    shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
+                    "clips_per_rank": [len(x) for x in seen],
+                    # clips read on two or more ranks (pairwise, for any number of ranks)
+                    "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2)
+                                    for i in a & b})}
+    if epoch == tr.start_epoch:
+        tr.shards = shard_record
+    if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
+        raise UsageError(f"train: no readable video: all {len(s.splits.train)} of {s.splits.train.source} "
+                         f"were skipped ({first_reason(train_loader.skipped)})")
+    return stats
+
+
+# --------------------------------------------------------------------------- save
+def save_epoch(s: Setup, tr: Training, out: Outputs, record: dict) -> None:
+    """Rank 0: the checkpoints (best.pt when best, last.pt always), the logs and plots so far."""
+    model_dir, log_dir = s.model_dir, s.log_dir
+    scaler, is_best = tr.scaler, record["best"]
+    state = {**out.ckpt_meta, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+             "schedule": tr.schedule.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None,
+             "epoch": record["epoch"], "selector": tr.selector.state_dict(), "history": tr.history,
+             "rng": rng_state(), "metrics": {k: v for k, v in record.items() if k != "val"}}
+    # best.pt first: a run killed in between resumes from the older last.pt and
+    # redoes this epoch. last.pt is then a hard link, not a second full write.
+    if is_best:
+        save_checkpoint(state, model_dir / "best.pt")
+        link_or_copy(model_dir / "best.pt", model_dir / "last.pt")
+    else:
+        save_checkpoint(state, model_dir / "last.pt")
+    out.logger.log({k: v for k, v in record.items() if k != "val"}, step=record["epoch"])
+    write_metrics(log_dir, out.config, s.splits.classes, tr.history, tr.selector, tr.shards, test=None,
+                  skipped=None)
+    plot_history(log_dir, tr.history)
+
+
+def epoch_line(args, record: dict) -> str:
+    val_loss = record["val_loss"] if record["val_loss"] is not None else math.inf
+    auroc = "n/a" if record["val_auroc"] is None else f"{record['val_auroc']:.3f}"
+    return (f"epoch {record['epoch'] + 1}/{args.epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
+            f"{record['val_accuracy'] or 0:.3f} auroc {auroc} | score {record['score']:.4f}"
+            f"{' (best)' if record['best'] else ''} | {record['train_clips_per_s']:.1f} clips/s, "
+            f"data wait {record['train_data_wait']:.0%}, {record['epoch_time_s']:.1f} s")
+
+
+# --------------------------------------------------------------------------- final test
+def gather_skipped(s: Setup, train_loader: ClipLoader, val_preds) -> dict:
+    """{split: [[path, reason]]}: files missing at start-up, then those skipped on any rank."""
+    train_skipped = sorted({tuple(x) for part in all_gather_objects(list(train_loader.skipped), s.info)
                             for x in part})
-    val_skipped = val_preds.skipped if start_epoch < args.epochs else []
+    val_skipped = val_preds.skipped if val_preds is not None else []
     skipped = {"train": [list(x) for x in train_skipped], "val": [list(x) for x in val_skipped]}
     for name, gone in s.missing.items():
         skipped.setdefault(name, [])[:0] = [list(x) for x in gone]
-    result: dict = {"history": history, "best_epoch": selector.best_epoch, "stopped_early": stopped_early}
-    barrier(info)
-    if main_proc:
-        test_public = None
-        if splits.test is not None and len(splits.test):
-            best = model_dir / ("best.pt" if (model_dir / "best.pt").exists() else "last.pt")
-            ck = load_checkpoint(best)
-            test_model = model_from_checkpoint(ck, source=best)
-            test_net = optimize(test_model, channels_last=args.channels_last, amp=s.amp, compile=False,
-                                device=device)
-            report = evaluate_split(test_net, splits.test, test_settings, device,
-                                    progress_factory=lambda n, d: make_bar(n, f"test {d}"))
-            test_public = {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
-            skipped["test"] = skipped.get("test", []) + report["skipped"]
-            write_report_files(report, splits.test, log_dir, prefix="test")
-            if not report["clip"].get("n"):
-                say(info, f"warning: test: no readable video: all {len(splits.test)} of {splits.test.source} "
-                          "were skipped (see the list below)")
-            say(info, summary_line("test clip-level", report["clip"]))
-            if "video" in report:
-                say(info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
-                                       "windows/video)", report["video"]))
-            logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
-                           | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
-            result["test"] = test_public
-        skipped = {k: [[p, explain_skip(p, r)] for p, r in v] for k, v in skipped.items()}
-        unique = list(dict.fromkeys((p, r) for v in skipped.values() for p, r in v))
-        for line in skipped_summary(unique, f"{log_dir / 'metrics.json'}, key \"skipped\""):
-            say(info, line)
-        write_metrics(log_dir, config, classes, history, selector, shards, test=test_public, skipped=skipped)
-        plot_history(log_dir, history)
-        logger.close()
-        say(info, f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png   "
-                  f"best checkpoint: {model_dir / 'best.pt'}")
-    barrier(info)
-    return result
+    return skipped
+
+
+def final_test(args, s: Setup, data: Data, out: Outputs, skipped: dict) -> dict | None:
+    """Rank 0: the best checkpoint (last.pt without one) on the test split, reloaded from disk;
+    its reports go to log_dir and its skipped files into ``skipped``. None without a test split."""
+    from accel.deploy.perf import optimize
+
+    info, device, splits, model_dir, log_dir = s.info, s.device, s.splits, s.model_dir, s.log_dir
+    test_settings, make_bar, logger = data.test_settings, out.make_bar, out.logger
+    if splits.test is None or not len(splits.test):
+        return None
+    best = model_dir / ("best.pt" if (model_dir / "best.pt").exists() else "last.pt")
+    ck = read_checkpoint(best)
+    test_model = model_from_checkpoint(ck, source=best)
+    test_net = optimize(test_model, channels_last=args.channels_last, amp=s.amp, compile=False,
+                        device=device)
+    report = evaluate_split(test_net, splits.test, test_settings, device,
+                            progress_factory=lambda n, d: make_bar(n, f"test {d}"))
+    test_public = {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
+    skipped["test"] = skipped.get("test", []) + report["skipped"]
+    write_report_files(report, splits.test, log_dir, prefix="test")
+    if not report["clip"].get("n"):
+        say(info, f"warning: test: no readable video: all {len(splits.test)} of {splits.test.source} "
+                  "were skipped (see the list below)")
+    say(info, summary_line("test clip-level", report["clip"]))
+    if "video" in report:
+        say(info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
+                               "windows/video)", report["video"]))
+    logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
+                   | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
+    return test_public
+
+
+def write_reports(s: Setup, tr: Training, out: Outputs, skipped: dict, test_public: dict | None) -> None:
+    """Rank 0: the skipped-file list, the final metrics.json and plots; closes the logger."""
+    info, log_dir, model_dir = s.info, s.log_dir, s.model_dir
+    skipped = {k: [[p, explain_skip(p, r)] for p, r in v] for k, v in skipped.items()}
+    unique = list(dict.fromkeys((p, r) for v in skipped.values() for p, r in v))
+    for line in skipped_summary(unique, f"{log_dir / 'metrics.json'}, key \"skipped\""):
+        say(info, line)
+    write_metrics(log_dir, out.config, s.splits.classes, tr.history, tr.selector, tr.shards, test=test_public,
+                  skipped=skipped)
+    plot_history(log_dir, tr.history)
+    out.logger.close()
+    say(info, f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png   "
+              f"best checkpoint: {model_dir / 'best.pt'}")
 
 
 def first_reason(skipped) -> str:
@@ -755,7 +950,7 @@ def write_metrics(log_dir: Path, config: dict, classes, history, selector: Model
 
 
 def plot_history(log_dir: Path, history: list[dict]) -> None:
-    from accel.plots import plot_curves
+    from accel.train.plots import plot_curves
 
     if not history:
         return

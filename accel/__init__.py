@@ -4,12 +4,31 @@ The public API (shared/DESIGN.md section 2)::
 
     from accel import open_video, sample_indices, sample_clips, build_loader
 """
-from .data import (Manifest, ManifestError, SkippedSample, VideoClipDataset, VideoItem,
-                   csv_manifest, folder_manifest, load_manifest, stratified_split)
-from .loader import ClipLoader, DevicePrefetcher, build_loader, collate_clips
-from .sampling import SHORT_POLICIES, STRATEGIES, sample_clips, sample_indices
-from .transforms import ClipTransform
-from .video import BACKENDS, VideoDecodeError, VideoReader, available_backends, open_video
+from .data import (
+    SHORT_POLICIES,
+    STRATEGIES,
+    ClipBatch,
+    ClipLoader,
+    ClipTransform,
+    DataConfig,
+    DevicePrefetcher,
+    Manifest,
+    ManifestError,
+    SkippedSample,
+    VideoClipDataset,
+    VideoItem,
+    build_loader,
+    collate_clips,
+    csv_manifest,
+    folder_manifest,
+    load_manifest,
+    sample_clips,
+    sample_indices,
+    stratified_split,
+)
+from .io.backends import BACKENDS, available_backends, open_video
+from .io.index import VideoDecodeError
+from .io.reader import VideoReader
 
 __all__ = [
     "open_video", "VideoReader", "VideoDecodeError", "available_backends", "BACKENDS",
@@ -17,4 +36,5 @@ __all__ = [
     "Manifest", "ManifestError", "VideoItem", "VideoClipDataset", "SkippedSample",
     "folder_manifest", "csv_manifest", "load_manifest", "stratified_split",
     "build_loader", "ClipLoader", "DevicePrefetcher", "collate_clips", "ClipTransform",
+    "ClipBatch", "DataConfig",
 ]

@@ -360,7 +360,7 @@ def make_dataset(out: str | Path, *, classes: int = 4, videos_per_class: int = 2
     if progress:
         from tqdm import tqdm
         iterator = tqdm(jobs, desc=f"synth {out}", unit="video")
-    for split, c, name, n, video_seed in iterator:
+    for split, _class_index, name, n, video_seed in iterator:
         path = out / split / name / f"{name}_{n:04d}.mp4"
         if kind == "temporal":
             video = temporal_frames(name, frames, height, width, np.random.default_rng(video_seed))

@@ -12,7 +12,8 @@ import sys
 
 COMMANDS = {
     "models": ("benchmarks.models", "inference and training-step speed of the model zoo, per variant"),
-    "loaders": ("benchmarks.loaders", "clips/s of each decode backend, the naive approach and the bare decoders"),
+    "loaders": ("benchmarks.loaders",
+                "clips/s of each decode backend, the naive approach and the bare decoders"),
     "train": ("benchmarks.train", "end-to-end training throughput and data-stall share"),
     "stream": ("benchmarks.stream", "real-time sliding-window latency (frame arrival to logits)"),
     "compare": ("benchmarks.compare", "fail when a results file regresses against a baseline"),

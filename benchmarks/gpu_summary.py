@@ -26,7 +26,9 @@ def _records(out: Path, name: str) -> list[dict]:
 
 
 def _num(value: Any, fmt: str = ".1f") -> str:
-    return format(value, fmt) if isinstance(value, (int, float)) else str(value if value is not None else "n/a")
+    if isinstance(value, (int, float)):
+        return format(value, fmt)
+    return str(value if value is not None else "n/a")
 
 
 def machine(out: Path) -> list[str]:
@@ -47,11 +49,13 @@ def models(out: Path) -> list[str]:
         + _records(out, "models_all.json") + _records(out, "train_amp.json")
     if not rows:
         return []
-    lines = ["## Models (ms per clip; max |diff| vs eager fp32)\n", "| model | mode | variant | ms/clip | p99 ms | max diff | status |",
+    lines = ["## Models (ms per clip; max |diff| vs eager fp32)\n",
+             "| model | mode | variant | ms/clip | p99 ms | max diff | status |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.get('model')} | {r.get('mode', 'infer')} | {r.get('variant')} | {_num(r.get('ms_per_clip'), '.2f')} | "
-                     f"{_num(r.get('p99_ms'))} | {_num(r.get('max_abs_diff'), '.1e')} | {r.get('status')} "
+        lines.append(f"| {r.get('model')} | {r.get('mode', 'infer')} | {r.get('variant')} | "
+                     f"{_num(r.get('ms_per_clip'), '.2f')} | {_num(r.get('p99_ms'))} | "
+                     f"{_num(r.get('max_abs_diff'), '.1e')} | {r.get('status')} "
                      f"{r.get('reason', '') if r.get('status') != 'ok' else ''}|")
     return lines + [""]
 
@@ -78,20 +82,25 @@ def stream(out: Path) -> list[str]:
     if not rows:
         return []
     return ["## Streaming at 30 fps (latency frame arrival -> logits)\n"] + [
-        f"- {r['model']} {r['variant']}: p50 {_num(r.get('latency_p50_ms'))} / p99 {_num(r.get('latency_p99_ms'))} ms, "
-        f"dropped {_num(r.get('drop_pct'))}%" if r.get("status") == "ok"
-        else f"- {r.get('model')} {r.get('variant')}: {r.get('status')} ({r.get('reason', '')})" for r in rows] + [""]
+        f"- {r['model']} {r['variant']}: p50 {_num(r.get('latency_p50_ms'))} / "
+        f"p99 {_num(r.get('latency_p99_ms'))} ms, dropped {_num(r.get('drop_pct'))}%"
+        if r.get("status") == "ok"
+        else f"- {r.get('model')} {r.get('variant')}: {r.get('status')} ({r.get('reason', '')})"
+        for r in rows] + [""]
 
 
 def dali(out: Path) -> list[str]:
     lines = []
     frames = _json(out / "dali_frames.json")
     for r in (frames or {}).get("records", []):
-        lines.append(f"- {r['file']}: {'pass' if r.get('pass') else 'FAIL'} (frames exact {r.get('frames_exact', 'n/a')}, "
-                     f"mean |diff| {_num(r.get('mean_abs'), '.2f')})" + (f": {r['error']}" if r.get("error") else ""))
+        lines.append(f"- {r['file']}: {'pass' if r.get('pass') else 'FAIL'} "
+                     f"(frames exact {r.get('frames_exact', 'n/a')}, "
+                     f"mean |diff| {_num(r.get('mean_abs'), '.2f')})"
+                     + (f": {r['error']}" if r.get("error") else ""))
     for r in _records(out, "loaders_720p.json"):
         if r.get("status") == "ok" and not str(r.get("backend")).startswith("raw_"):
-            lines.append(f"- loader {r['backend']}: {_num(r.get('clips_per_s'))} clips/s (NVDEC {_num(r.get('nvdec_util'))}%)")
+            lines.append(f"- loader {r['backend']}: {_num(r.get('clips_per_s'))} clips/s "
+                         f"(NVDEC {_num(r.get('nvdec_util'))}%)")
     return (["## DALI\n"] + lines + [""]) if lines else []
 
 

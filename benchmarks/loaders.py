@@ -17,23 +17,31 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel.data import (FrameFolderReader, Manifest, ManifestError, VideoClipDataset, load_manifest,
-                        resize_frames)
-from accel.loader import build_loader
-from accel.sampling import STRATEGIES, sample_indices
+from accel.data.dataset import VideoClipDataset, resize_frames
+from accel.data.loader import build_loader
+from accel.data.manifests import Manifest, ManifestError, load_manifest
+from accel.data.reading import read_frames
+from accel.data.sampling import STRATEGIES, clip_seed, sample_indices
+from accel.io import VideoReader, open_sample
+from accel.io.backends import AUTO_ORDER, available_backends
+from accel.io.frames import FrameFolderReader
+from accel.io.pyav import PyAVReader
 from accel.telemetry import Telemetry
-from accel.video import AUTO_ORDER, PyAVReader, available_backends, open_video
 from benchmarks.common import markdown_table, summarize_ms, write_results
 
 ALL_BACKENDS = ("naive", *AUTO_ORDER, "dali")
 COLUMNS = ["gop", "backend", "workers", "clip_len", "size", "clips", "clips_per_s", "frames_per_s",
            "p50_ms", "p95_ms", "speedup_vs_naive", "overhead_vs_raw_pct", "cpu_util", "rss_mb",
            "nvdec_util", "skipped", "status"]
+# The loaders' seed. Clip ``index`` of epoch ``epoch`` is drawn with clip_seed(SEED, epoch,
+# index) by the loader and by the bare decoder rows alike, so both read the same frames.
+SEED = 0
 
 
 class NaiveReader(PyAVReader):
@@ -47,9 +55,23 @@ class NaiveReader(PyAVReader):
         return torch.from_numpy(np.stack([every[i] for i in indices.tolist()]))
 
 
+def open_naive(path: str, backend: str = "naive") -> VideoReader:
+    """The naive baseline's reader (``backend`` is ignored): a frame folder as any, a video
+    decoded whole by :class:`NaiveReader`. An ``open_reader`` for ``read_frames``."""
+    return FrameFolderReader(path) if Path(path).is_dir() else NaiveReader(path)
+
+
 class NaiveDataset(VideoClipDataset):
-    def open_reader(self, path: str):
-        return FrameFolderReader(path) if Path(path).is_dir() else NaiveReader(path)
+    def open_reader(self, path: str) -> VideoReader:
+        return open_naive(path)
+
+
+def clip_chooser(clip_len: int, strategy: str, index: int, epoch: int = 0) -> Callable[[int], list[int]]:
+    """The frames a dataset of the loaders benchmark picks for clip ``index`` of ``epoch``
+    (its seed, :data:`SEED`, and the default stride and short-video policy), as a ``choose``
+    for ``read_frames``."""
+    generator = torch.Generator().manual_seed(clip_seed(SEED, epoch, index))
+    return lambda num_frames: sample_indices(num_frames, clip_len, strategy, generator=generator)
 
 
 def _natural_frames(width: int, height: int) -> list[np.ndarray] | None:
@@ -105,22 +127,22 @@ def _clip_plan(manifest: Manifest, clips: int) -> list[int]:
 def _raw(manifest: Manifest, plan: list[int], backend: str, args) -> dict:
     """The bare decoder in this process: open, sample, decode, resize; no DataLoader."""
     with Telemetry() as tel:
-        times = [_raw_clip_ms(manifest.items[position].path, position, backend, args)
+        times = [raw_clip(manifest.items[position].path, position, backend, args)[0]
                  for position in plan]
     return _raw_row(backend, times, args, tel.summary())
 
 
-def _raw_clip_ms(path: str, position: int, backend: str, args) -> float:
-    """Wall milliseconds to open ``path``, sample the clip seeded by ``position``, decode, resize."""
+def raw_clip(path: str, index: int, backend: str, args) -> tuple[float, list[int]]:
+    """The bare decoder on one clip: wall milliseconds to open ``path``, pick the frames the
+    loader picks for manifest entry ``index`` (epoch 0), decode them, close and resize to
+    ``--size``; and those frame indices. ``backend="naive"``: the decode-everything reader."""
     t0 = time.perf_counter()
-    reader = NaiveReader(path) if backend == "naive" else open_video(path, backend)
-    indices = sample_indices(len(reader), args.clip_len, args.strategy,
-                             generator=torch.Generator().manual_seed(position))
-    clip = reader.get_frames(indices)
+    choose = clip_chooser(args.clip_len, args.strategy, index)
+    clip, indices = read_frames(path, backend, choose, on_error="raise",
+                                open_reader=open_naive if backend == "naive" else open_sample)
     if args.size:
         clip = resize_frames(clip, (args.size, args.size))
-    reader.close()
-    return (time.perf_counter() - t0) * 1e3
+    return (time.perf_counter() - t0) * 1e3, indices
 
 
 def _raw_row(backend: str, times: list[float], args, telemetry: dict) -> dict:
@@ -131,22 +153,29 @@ def _raw_row(backend: str, times: list[float], args, telemetry: dict) -> dict:
             "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"], "skipped": 0, **telemetry}
 
 
+def benchmark_loader(manifest: Manifest, plan: list[int], backend: str, workers: int, args):
+    """The loader a loaders-benchmark row reads: the manifest entries ``plan`` in that order,
+    ``workers`` DataLoader workers (DALI: its threads); ``backend="naive"``: the
+    decode-everything dataset. Its clips are the ones :func:`raw_clip` reads."""
+    dataset_type = NaiveDataset if backend == "naive" else VideoClipDataset
+    return build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
+                        strategy=args.strategy, frame_size=(args.size, args.size) if args.size else None,
+                        backend="pyav" if backend == "naive" else backend, num_workers=workers,
+                        sampler=plan, persistent_workers=False, pin_memory=False, seed=SEED,
+                        dataset_type=dataset_type,
+                        dali_device=args.dali_device if backend == "dali" else None)
+
+
 def _through_loader(manifest: Manifest, plan: list[int], backend: str, workers: int, args) -> dict:
     """The real loader: DataLoader workers (DALI: its threads), collate, channels-last batches."""
-    dataset_type = NaiveDataset if backend == "naive" else VideoClipDataset
-    loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
-                          strategy=args.strategy, frame_size=(args.size, args.size) if args.size else None,
-                          backend="pyav" if backend == "naive" else backend, num_workers=workers,
-                          sampler=plan, persistent_workers=False, pin_memory=False,
-                          dataset_type=dataset_type,
-                          dali_device=args.dali_device if backend == "dali" else None)
+    loader = benchmark_loader(manifest, plan, backend, workers, args)
     per_clip = []
     clips = 0
     with Telemetry() as tel:
         start = last = time.perf_counter()
         for batch in loader:
             now = time.perf_counter()
-            b = batch["clip"].shape[0]
+            b = batch.clip.shape[0]
             per_clip.extend([(now - last) * 1e3 / b] * b)  # batch interval shared by its clips
             clips += b
             last = now
@@ -190,17 +219,17 @@ def _soak_row(backend: str, mode: str, workers: int, clips: int, samples: list[f
 
 
 def _soak_raw(manifest: Manifest, backend: str, args, queue) -> None:
-    """The bare decoder in one (forked) process; PSS after every ``clips / samples`` clips."""
+    """The bare decoder in one (forked) process; PSS after every ``clips / samples`` clips.
+    Clip ``k`` (from 0) is entry ``k % len(manifest)`` of epoch ``k // len(manifest)``: the
+    clips the loader rows read, epoch by epoch (they read them in shuffled order)."""
     plan = _clip_plan(manifest, args.clips)
     every = max(1, len(plan) // args.soak_samples)
     samples = []
     t0 = time.perf_counter()
     for n, position in enumerate(plan, start=1):
-        reader = open_video(manifest.items[position].path, backend)
-        indices = sample_indices(len(reader), args.clip_len, "random",
-                                 generator=torch.Generator().manual_seed(n))
-        reader.get_frames(indices)
-        reader.close()
+        epoch = (n - 1) // len(manifest)
+        read_frames(manifest.items[position].path, backend,
+                    clip_chooser(args.clip_len, "random", position, epoch), on_error="raise")
         if n == min(every, len(plan)) // 10 or n % every == 0:  # first sample: warmed up
             samples.append(_pss_mb(False))
     queue.put(_soak_row(backend, "raw", 0, len(plan), samples, time.perf_counter() - t0, 0))
@@ -212,7 +241,7 @@ def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -
     kwargs = {} if recycle else {"recycle_after_clips": None, "recycle_rss_growth_mb": None}
     loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                           strategy="random", backend=backend, num_workers=args.workers,
-                          shuffle=True, persistent_workers=True, pin_memory=False, **kwargs)
+                          shuffle=True, persistent_workers=True, pin_memory=False, seed=SEED, **kwargs)
     per_epoch = len(manifest)
     epochs = max(1, args.clips // per_epoch)
     every = max(1, epochs // args.soak_samples)
@@ -221,7 +250,7 @@ def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -
     for epoch in range(epochs):
         loader.set_epoch(epoch)
         for batch in loader:
-            clips += batch["clip"].shape[0]
+            clips += batch.clip.shape[0]
         if epoch == 0 or (epoch + 1) % every == 0:
             samples.append(_pss_mb(True))
     mode = "loader_recycled" if recycle else "loader_no_recycling"
@@ -229,15 +258,23 @@ def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -
                         len(loader.skipped)))
 
 
-def _in_child(target, *args) -> dict:
+def in_child(target, *args) -> dict:
     """Run one soak measurement in a fresh forked process: backends do not share a heap."""
     import multiprocessing as mp
+    import queue as queues
 
     ctx = mp.get_context("fork")
     queue = ctx.Queue()
     proc = ctx.Process(target=target, args=(*args, queue))
     proc.start()
-    row = queue.get()
+    while True:  # a child that dies (an error, a crash) ends the wait instead of hanging it
+        try:
+            row = queue.get(timeout=1.0)
+            break
+        except queues.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"soak measurement {getattr(target, '__name__', target)} died "
+                                   f"(exit code {proc.exitcode}) without a result") from None
     proc.join()
     return row
 
@@ -254,6 +291,17 @@ def make_soak_data(cache: Path) -> Path:
     return root
 
 
+def _skip_row(backend: str, reason: str) -> dict:
+    return {"backend": backend, "status": "skipped", "reason": reason}
+
+
+def _finish_rows(rows: list[dict], gop: str, args) -> None:
+    """The run's settings on every row; ``status`` "ok" unless it was skipped."""
+    for r in rows:
+        r.update(gop=gop, clip_len=args.clip_len, size=args.size, status=r.get("status", "ok"))
+        r.setdefault("workers", args.workers)
+
+
 def run_soak(manifest: Manifest, args) -> list[dict]:
     rows = []
     available = set(available_backends())
@@ -261,20 +309,16 @@ def run_soak(manifest: Manifest, args) -> list[dict]:
         if backend in ("naive", "dali"):
             continue  # naive is PyAV; DALI has no CPU worker processes to grow
         if backend not in available:
-            rows.append({"backend": backend, "status": "skipped", "reason": f"{backend} is not installed"})
+            rows.append(_skip_row(backend, f"{backend} is not installed"))
             continue
-        rows.append(_in_child(_soak_raw, manifest, backend, args))
+        rows.append(in_child(_soak_raw, manifest, backend, args))
         for recycle in (False, True):  # the second: the defaults
-            rows.append(_in_child(_soak_loader, manifest, backend, recycle, args))
+            rows.append(in_child(_soak_loader, manifest, backend, recycle, args))
         for r in rows[-3:]:
             print(f"{backend:>10} {r['mode']:>20}: {r['start_mb']:.1f} -> {r['end_mb']:.1f} MiB "
                   f"({r['growth_pct']:+.1f}%) over {r['clips']} clips, {r['clips_per_s']:.0f} clips/s",
                   flush=True)
     return rows
-
-
-def _skip_row(backend: str, reason: str) -> dict:
-    return {"backend": backend, "status": "skipped", "reason": reason}
 
 
 def run_one_dataset(manifest: Manifest, gop: str, args) -> list[dict]:
@@ -283,7 +327,7 @@ def run_one_dataset(manifest: Manifest, gop: str, args) -> list[dict]:
     available = set(available_backends())
     for backend in args.backends:
         if backend == "dali":
-            from accel.dali import dali_unavailable_message
+            from accel.data.dali import dali_unavailable_message
 
             why_not = dali_unavailable_message(args.dali_device, None)
             if why_not:
@@ -301,11 +345,10 @@ def run_one_dataset(manifest: Manifest, gop: str, args) -> list[dict]:
         if inline:
             loader_row["overhead_vs_raw_pct"] = 100 * (raw["clips_per_s"] / inline["clips_per_s"] - 1)
         rows += [raw, loader_row]
-    naive = next((r for r in rows if r.get("backend") == "naive"), None)
+    _finish_rows(rows, gop, args)
+    naive = next((r for r in rows if r["backend"] == "naive"), None)
     for r in rows:
-        r.update(gop=gop, clip_len=args.clip_len, size=args.size, status=r.get("status", "ok"))
-        r.setdefault("workers", args.workers)
-        if naive and r.get("status") == "ok" and not r["backend"].startswith("raw_"):
+        if naive and r["status"] == "ok" and not r["backend"].startswith("raw_"):
             r["speedup_vs_naive"] = r["clips_per_s"] / naive["clips_per_s"]
     return rows
 
@@ -322,7 +365,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=STRATEGIES, default="uniform")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--clips", type=int, default=None, help="clips read per backend (default 48; --soak 10000)")
+    p.add_argument("--clips", type=int, default=None,
+                   help="clips read per backend (default 48; --soak 10000)")
     p.add_argument("--gops", default="25,50,250",
                    help="keyframe intervals of the generated videos (ignored with --data)")
     p.add_argument("--videos", type=int, default=6, help="generated videos per keyframe interval")
@@ -369,13 +413,20 @@ def _prepared_manifests(args) -> tuple[Manifest, Manifest]:
 def _raw_paired(original: Manifest, prepared: Manifest, plan: list[int], backend: str,
                 args) -> list[dict]:
     """The bare decoder on the same clip from both datasets, alternating which goes first:
-    on a shared machine the load drifts, and pairing keeps the ratio fair."""
+    on a shared machine the load drifts, and pairing keeps the ratio fair. The pair must
+    decode the same frames (a prepared video with another frame count would not): else exit."""
     times: dict[str, list[float]] = {"original": [], "prepared": []}
     with Telemetry() as tel:
         for k, position in enumerate(plan):
             pair = [("original", original), ("prepared", prepared)]
+            frames = {}
             for label, manifest in pair if k % 2 == 0 else pair[::-1]:
-                times[label].append(_raw_clip_ms(manifest.items[position].path, position, backend, args))
+                ms, frames[label] = raw_clip(manifest.items[position].path, position, backend, args)
+                times[label].append(ms)
+            if frames["original"] != frames["prepared"]:
+                raise SystemExit(f"error: {prepared.items[position].path} gives other frames than "
+                                 f"{original.items[position].path} ({frames['prepared']} vs "
+                                 f"{frames['original']}): not the same clip; prepare it again")
     ratios = np.asarray(times["original"]) / np.asarray(times["prepared"])
     rows = [{**_raw_row(backend, times[label], args, tel.summary()), "dataset": label}
             for label in times]
@@ -396,9 +447,7 @@ def run_prepared_comparison(original: Manifest, prepared: Manifest, args) -> lis
         rows += _raw_paired(original, prepared, plan, backend, args)
         for label, manifest in (("original", original), ("prepared", prepared)):
             rows.append({**_through_loader(manifest, plan, backend, args.workers, args), "dataset": label})
-    for r in rows:
-        r.update(gop="n/a", clip_len=args.clip_len, size=args.size, status=r.get("status", "ok"))
-        r.setdefault("workers", args.workers)
+    _finish_rows(rows, "n/a", args)
     _add_speedup_vs_original(rows)
     return rows
 
@@ -442,10 +491,12 @@ def main(args) -> int:
     for gop, manifest in tqdm(datasets, desc="datasets", unit="set"):
         rows += run_one_dataset(manifest, gop, args)
     columns = COLUMNS
-    paths = write_results(rows, args.json, command=args.command_line, columns=columns, title="Loader throughput")
+    paths = write_results(rows, args.json, command=args.command_line, columns=columns,
+                          title="Loader throughput")
     print(markdown_table(rows, columns))
     for gop in dict.fromkeys(r["gop"] for r in rows):
-        ok = [r for r in rows if r["gop"] == gop and r["status"] == "ok" and not r["backend"].startswith("raw_")]
+        ok = [r for r in rows
+              if r["gop"] == gop and r["status"] == "ok" and not r["backend"].startswith("raw_")]
         if ok:
             best = max(ok, key=lambda r: r["clips_per_s"])
             naive = next((r for r in ok if r["backend"] == "naive"), None)
@@ -469,7 +520,8 @@ def _main_prepared(args) -> int:
     print(markdown_table(rows, columns))
     for r in rows:
         if "speedup_vs_original" in r:
-            median = f" (median per clip {r['median_clip_speedup']:.1f}x)" if "median_clip_speedup" in r else ""
+            median = (f" (median per clip {r['median_clip_speedup']:.1f}x)"
+                      if "median_clip_speedup" in r else "")
             print(f"{r['backend']}: {r['speedup_vs_original']:.1f}x faster from {args.prepared}{median}")
     print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
     return 0

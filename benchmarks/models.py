@@ -17,7 +17,8 @@ The first five combine with "+": ``channels_last+amp+compile``. A variant that c
 here (no CUDA, a missing package, an inference-only variant in training mode) is a row
 with status "skipped" and the reason; one that fails is status "error" with the exception,
 and the command then exits 1. Timings: warm-up, then --iters iterations each timed on its
-own (CUDA events on GPU), inputs rotating through a pool of --pool distinct batches.
+own (CUDA events on the compute stream on GPU, ``time.perf_counter`` on CPU; see
+``benchmarks.timing``), inputs rotating through a pool of --pool distinct batches.
 Telemetry is sampled at 2 Hz (``accel.telemetry.P99_SAFE_HZ``) so that its thread stays out
 of the p99.
 """
@@ -35,8 +36,9 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from accel.deploy.perf import sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
-from benchmarks.common import markdown_table, summarize_ms, write_results, cpu_threads
+from benchmarks.common import cpu_threads, markdown_table, summarize_ms, write_results
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
 OPTIMIZE_PARTS = ("channels_last", "amp", "amp_fp16", "compile", "cuda_graphs")
@@ -84,10 +86,6 @@ eager fp32 on the same input (random weights: small logits, so read the differen
 `ref_max_abs` in the JSON). *Peak mem* is CUDA max allocated on GPU, process RSS on CPU.
 *Compile/export* is the one-off cost before the first timed call, not in the timings.
 """
-
-
-class Skip(Exception):
-    """This variant cannot run here; the message says why."""
 
 
 # --------------------------------------------------------------------------- variants
@@ -141,7 +139,7 @@ def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
                  tag: str = "model", threads: int | None = None) -> tuple[Callable, dict]:
     """A callable for ``variant`` and its one-off setup cost (export_s; compile_s is measured
     at the first call, since torch.compile and CUDA-graph capture are lazy)."""
-    from accel.perf import optimize
+    from accel.deploy.perf import optimize
 
     spec = parse_variant(variant)
     if "optimize" in spec:
@@ -149,7 +147,7 @@ def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
         if opts.get("compile"):
             opts["compile"] = compile_mode
         return optimize(model, device=device, **opts), {}
-    from accel import export
+    from accel.deploy import export
 
     name = f"{tag}_{variant}_{example.shape[2]}x{example.shape[3]}"
     if spec["export"] == "onnx":
@@ -165,23 +163,15 @@ def build_runner(variant: str, model: torch.nn.Module, example: torch.Tensor, *,
 
 
 # --------------------------------------------------------------------------- measuring
-def count_gflops(model: torch.nn.Module, frames: int, size: int) -> float | None:
-    """Forward GFLOPs of one clip (a multiply-add counts 2), on the meta device: no compute,
-    and the LSTM is counted (its cuDNN kernel would not be)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def gflops_or_none(model: torch.nn.Module, frames: int, size: int) -> float | None:
+    """:func:`accel.deploy.perf.count_gflops` of one clip, or None for a model with an op
+    that has no meta kernel (no figure rather than a wrong one)."""
+    from accel.deploy.perf import count_gflops
 
     try:
-        meta = copy.deepcopy(model).to("meta").eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            meta(torch.empty(1, 3, frames, size, size, device="meta"))
-        return counter.get_total_flops() / 1e9
-    except Exception:  # an op without a meta kernel: report no figure rather than a wrong one
+        return count_gflops(model, clip_len=frames, size=size)
+    except Exception:  # noqa: BLE001 - any op the meta device cannot run
         return None
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _peak_start(device: torch.device) -> None:
@@ -205,15 +195,31 @@ def _timing_fields(times: list[float], batch_size: int) -> dict[str, Any]:
             "min_ms": s["min_ms"], "max_ms": s["max_ms"]}
 
 
+def _wall_s(device: torch.device, call: Callable[[], Any]) -> tuple[Any, float]:
+    """``call()``'s result and its seconds on the wall, all its device work included (a
+    one-off cost: compiling, capturing, the first step)."""
+    sync_device(device)
+    t0 = time.perf_counter()
+    out = call()
+    sync_device(device)
+    return out, time.perf_counter() - t0
+
+
+def _timed_record(device: torch.device, batch_size: int, run: Callable[[], list[float]]) -> dict[str, Any]:
+    """The timing fields of ``run()``'s per-iteration times, the peak memory and the
+    telemetry sampled meanwhile."""
+    _peak_start(device)
+    with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
+        times = run()
+    summary = tel.summary()
+    return {**_timing_fields(times, batch_size), "peak_mem_mb": _peak_mb(device, summary), **summary}
+
+
 def measure_infer(fn: Callable, pool: list[torch.Tensor], reference: torch.Tensor, *,
                   device: torch.device, warmup: int, iters: int, lazy_setup: bool) -> dict[str, Any]:
     """First call (compile / capture cost, parity output), then the timed loop."""
     with torch.inference_mode():
-        _sync(device)
-        t0 = time.perf_counter()
-        out = fn(pool[0])
-        _sync(device)
-        first_s = time.perf_counter() - t0
+        out, first_s = _wall_s(device, lambda: fn(pool[0]))
     out = out.float().to(reference.device)
     diff = (out - reference).abs().nan_to_num(nan=float("inf"))
     rec: dict[str, Any] = {
@@ -223,13 +229,8 @@ def measure_infer(fn: Callable, pool: list[torch.Tensor], reference: torch.Tenso
     }
     if lazy_setup:
         rec["compile_s"] = first_s
-    _peak_start(device)
-    with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
-        times = time_inference(fn, pool, warmup=warmup, iters=iters)
-    summary = tel.summary()
-    rec.update(_timing_fields(times, pool[0].shape[0]))
-    rec["peak_mem_mb"] = _peak_mb(device, summary)
-    rec.update(summary)
+    rec.update(_timed_record(device, pool[0].shape[0],
+                             lambda: time_inference(fn, pool, warmup=warmup, iters=iters)))
     return rec
 
 
@@ -237,7 +238,7 @@ def measure_train(variant: str, base: torch.nn.Module, pool: list[torch.Tensor],
                   num_classes: int, device: torch.device, compile_mode: str, warmup: int,
                   iters: int) -> dict[str, Any]:
     """forward + backward + AdamW step on a copy of the model (the reference stays intact)."""
-    from accel.perf import optimize
+    from accel.deploy.perf import optimize
 
     opts = dict(parse_variant(variant)["optimize"])
     if opts.get("compile"):
@@ -251,18 +252,10 @@ def measure_train(variant: str, base: torch.nn.Module, pool: list[torch.Tensor],
     targets = [torch.randint(0, num_classes, (x.shape[0],), generator=g).to(device) for x in pool]
     rec: dict[str, Any] = {}
     if opts.get("compile"):  # the first step compiles forward and backward: report it apart
-        _sync(device)
-        t0 = time.perf_counter()
-        time_train_step(fn, pool[:1], targets[:1], optimizer, scaler=scaler, warmup=0, iters=1)
-        _sync(device)
-        rec["compile_s"] = time.perf_counter() - t0
-    _peak_start(device)
-    with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
-        times = time_train_step(fn, pool, targets, optimizer, scaler=scaler, warmup=warmup, iters=iters)
-    summary = tel.summary()
-    rec.update(_timing_fields(times, pool[0].shape[0]))
-    rec["peak_mem_mb"] = _peak_mb(device, summary)
-    rec.update(summary)
+        _, rec["compile_s"] = _wall_s(device, lambda: time_train_step(
+            fn, pool[:1], targets[:1], optimizer, scaler=scaler, warmup=0, iters=1))
+    rec.update(_timed_record(device, pool[0].shape[0], lambda: time_train_step(
+        fn, pool, targets, optimizer, scaler=scaler, warmup=warmup, iters=iters)))
     return rec
 
 
@@ -300,15 +293,16 @@ class ModelBench:
     """Everything about one model: the eager fp32 instance, references, export cache."""
 
     def __init__(self, name: str, args, device: torch.device, export_dir: Path):
-        from models import create_model
+        from models import create_model, resolve_data_config
 
         self.name, self.args, self.device, self.export_dir = name, args, device, export_dir
         torch.manual_seed(args.seed)
         self.model = create_model(name, num_classes=args.num_classes).eval()
-        self.frames = args.frames or self.model.default_clip_len
-        self.size = args.size or self.model.default_size
+        cfg = resolve_data_config(self.model)  # the model's usual input
+        self.frames = args.frames or cfg.clip_len
+        self.size = args.size or cfg.size
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.gflops = count_gflops(self.model, self.frames, self.size)
+        self.gflops = gflops_or_none(self.model, self.frames, self.size)
         self.model.to(device)
         self.runners: dict[str, tuple[Callable, dict]] = {}
 
@@ -407,7 +401,7 @@ def _csv_list(kind: Callable[[str], Any]) -> Callable[[str], list]:
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from accel.perf import COMPILE_MODES
+    from accel.deploy.perf import COMPILE_MODES
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -450,6 +444,7 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
+    from accel.cli import UsageError, resolve_device
     from models import list_models
 
     known = list_models()
@@ -462,14 +457,14 @@ def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
         try:
             parse_variant(v)
         except ValueError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(str(e)) from None
     if min(args.batch_size) < 1 or args.warmup < 0 or args.iters < 1 or args.pool < 1:
         raise SystemExit("--batch-size, --iters and --pool must be >= 1 and --warmup >= 0")
     modes = list(MODES) if args.mode == "both" else [args.mode]
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except UsageError as e:
+        raise SystemExit(str(e)) from None
     if args.parity_tol is None:
         args.parity_tol = 5e-3 if device.type == "cuda" else 1e-3
     if args.threads is not None and args.threads < 1:

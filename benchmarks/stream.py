@@ -32,6 +32,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from accel.cli import UsageError, resolve_device
+from accel.data.config import IMAGENET_MEAN, IMAGENET_STD
+from accel.deploy.perf import COMPILE_MODES, sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
 from benchmarks.common import markdown_table, write_results
 
@@ -161,7 +164,7 @@ class RingBuffer:
     """
 
     def __init__(self, clip_len: int, size: int, device: torch.device, *,
-                 mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  staging: StagingRing | None = None):
         self.clip_len, self.size, self.device = clip_len, size, device
         self.frames = torch.zeros(clip_len, 3, size, size, device=device)
@@ -198,24 +201,24 @@ class RingBuffer:
         return clip.permute(1, 0, 2, 3).unsqueeze(0).contiguous(memory_format=torch.channels_last_3d)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, ring: RingBuffer,
                *, progress: tqdm | None = None) -> dict[str, Any]:
     """Play ``source`` through ``ring`` and ``fn`` with the busy-drop policy; latency stats.
 
     The first ``clip_len - 1`` frames only fill the ring (no full clip yet) and count as
     neither inferred nor dropped.
+
+    Host clock, not CUDA events (unlike :mod:`benchmarks.timing`): the latency starts at the
+    frame's arrival, a host timestamp taken before any device work, and ends when the logits
+    are usable on the host. So the device is synced before the model call (the frame's
+    preprocessing stays out of ``model_ms``) and after it (its logits are ready).
     """
     device = ring.device
     latencies, model_ms = [], []
     dropped = filling = 0
     busy_until = float("-inf")
     with torch.inference_mode():
-        for k, arrival, frame in source:
+        for _k, arrival, frame in source:
             ring.push(frame)
             if progress is not None:
                 progress.update()
@@ -226,10 +229,10 @@ def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, 
                 dropped += 1
                 continue
             clip = ring.clip()
-            _sync(device)
+            sync_device(device)
             start = time.perf_counter()
             fn(clip)
-            _sync(device)
+            sync_device(device)
             done = time.perf_counter()
             model_ms.append((done - start) * 1e3)
             latencies.append((done - arrival) * 1e3)
@@ -253,7 +256,6 @@ def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, 
 
 
 def build_parser(prog: str) -> argparse.ArgumentParser:
-    from accel.perf import COMPILE_MODES
     from benchmarks.models import ALL_VARIANTS
 
     p = argparse.ArgumentParser(prog=prog, description=__doc__,
@@ -279,9 +281,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
          bar: tqdm) -> dict[str, Any]:
-    from models import create_model
-
     from benchmarks.models import build_runner, why_unavailable
+    from models import create_model, resolve_data_config
 
     rec: dict[str, Any] = {"model": name, "variant": variant, "fps": args.fps,
                            "clip_len": args.clip_len, "size": args.size, "seconds": args.seconds,
@@ -301,12 +302,11 @@ def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
         with torch.inference_mode():  # compile / capture / first-call costs stay out of the stream
             for _ in range(max(args.warmup, 1)):
                 fn(example[:1].contiguous(memory_format=torch.channels_last_3d))
-        _sync(device)
+        sync_device(device)
         rec["setup_s"] = time.perf_counter() - t0
         rec.update({k: v for k, v in setup.items() if k == "export_s"})
-        ring = RingBuffer(args.clip_len, args.size, device,
-                          mean=getattr(model, "mean", (0.485, 0.456, 0.406)),
-                          std=getattr(model, "std", (0.229, 0.224, 0.225)))
+        cfg = resolve_data_config(model)  # the normalisation the model's weights expect
+        ring = RingBuffer(args.clip_len, args.size, device, mean=cfg.mean, std=cfg.std)
         source = FrameSource(video_frames(args.video), fps=args.fps, seconds=args.seconds)
         bar.set_postfix_str(f"{name} {variant}")
         with Telemetry(hz=P99_SAFE_HZ, device_index=device.index or 0) as tel:
@@ -320,9 +320,8 @@ def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
 def main(args) -> int:
     import tempfile
 
-    from models import list_models
-
     from benchmarks.models import cpu_threads, parse_variant
+    from models import list_models
 
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in list_models()]
@@ -333,13 +332,13 @@ def main(args) -> int:
         try:
             parse_variant(v)
         except ValueError as e:
-            raise SystemExit(str(e))
+            raise SystemExit(str(e)) from None
     if args.fps <= 0 or args.seconds <= 0 or args.clip_len < 1 or args.size < 8:
         raise SystemExit("--fps and --seconds must be > 0, --clip-len >= 1, --size >= 8")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available (use --device cpu or auto)")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except UsageError as e:
+        raise SystemExit(str(e)) from None
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
     args.video = args.video or default_video()

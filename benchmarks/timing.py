@@ -1,11 +1,14 @@
 """Per-iteration timers: warm-up, then N timed iterations, each timed on its own.
 
-On CUDA the device is synchronised before every clock read (``torch.cuda.synchronize``,
-device-wide), so an iteration's time includes all the kernels it launched and never absorbs
-queued work from another. Device-wide, not CUDA events on torch's current stream, because
-some backends run on streams of their own (ONNX Runtime's CUDA provider, TensorRT engines):
-events on torch's stream would not bracket their work. On CPU ``time.perf_counter`` brackets
-the call.
+On CUDA each iteration is bracketed by two CUDA events (``enable_timing=True``) recorded
+on the compute stream, torch's current stream, and the host waits for that iteration's
+end event before the next one starts: the time is the stream's, every kernel the
+iteration launched included, and never work queued on other streams (a loader's
+prefetch, telemetry) nor by the warm-up, which the stream finishes first. Backends with
+streams of their own join it: ONNX Runtime's CUDA provider synchronises its stream
+before ``run`` returns (so the end event, recorded after the call, comes after its
+work), and torch-tensorrt engines and AOTInductor packages run on torch's current stream
+or make it wait for theirs. On CPU ``time.perf_counter`` brackets the call.
 
 Inputs rotate through a pool (iteration ``i`` gets ``pool[i % len(pool)]``): one tensor
 reused forever stays in the CPU caches / GPU L2 and flatters small models.
@@ -31,20 +34,34 @@ def time_iterations(step: Callable[[int], Any], *, warmup: int, iters: int,
                     device: str | torch.device = "cpu") -> list[float]:
     """Call ``step(i)`` ``warmup`` times untimed, then ``iters`` times; return ms per call.
 
-    ``device``: where ``step`` launches its work; a CUDA device is synchronised around each call.
+    ``device``: where ``step`` launches its work; on a CUDA device each call is timed by
+    CUDA events on the current stream (see the module docstring).
     """
     _check_counts(warmup, iters)
     device = torch.device(device)
     for i in range(warmup):
         step(i)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        return _time_on_stream(step, range(warmup, warmup + iters), device)
     times: list[float] = []
-    for i in range(iters):
-        sync()
+    for i in range(warmup, warmup + iters):
         t0 = time.perf_counter()
-        step(warmup + i)
-        sync()
+        step(i)
         times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _time_on_stream(step: Callable[[int], Any], calls: range, device: torch.device) -> list[float]:
+    stream = torch.cuda.current_stream(device)
+    stream.synchronize()  # the warm-up's queued kernels stay out of the first iteration
+    times: list[float] = []
+    for i in calls:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        step(i)
+        end.record(stream)
+        end.synchronize()  # this iteration's work only: the next starts on an idle stream
+        times.append(start.elapsed_time(end))
     return times
 
 

@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from accel.data import load_manifest
-from accel.loader import LOADER_BACKENDS, DevicePrefetcher, build_loader
-from accel.perf import optimize
+from accel.cli import UsageError, resolve_device
+from accel.data.loader import LOADER_BACKENDS, build_loader
+from accel.data.manifests import load_manifest
+from accel.data.prefetch import DevicePrefetcher
+from accel.data.transforms import ClipTransform
+from accel.deploy.perf import optimize
 from accel.telemetry import Telemetry
-from accel.transforms import ClipTransform
 from benchmarks.common import cpu_threads, markdown_table, summarize_ms, write_results
 
 COLUMNS = ["model", "backend", "workers", "batch_size", "clip_len", "size", "steps", "clips_per_s",
@@ -37,8 +39,13 @@ class NoBatches(ValueError):
     """The loader yields no batch: the benchmark would wait forever."""
 
 
-def _batches(loader, device, transform):
-    """Endless device batches, one epoch after another; an epoch with none raises."""
+def device_batches(loader, device: torch.device, transform=None):
+    """Endless batches of ``loader`` on ``device``, one epoch after another.
+
+    Each epoch calls ``loader.set_epoch(epoch)`` (new random clips) and runs through a
+    :class:`~accel.data.prefetch.DevicePrefetcher` with ``transform``; an epoch that yields no
+    batch (every file skipped) raises :class:`NoBatches` instead of looping for ever.
+    """
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -111,14 +118,14 @@ def timed_steps(batches, step, clock, *, warmup: int, steps: int, progress=None)
         if i >= warmup:
             waits.append(wait)
             computes.append(compute)
-            clips += batch["clip"].shape[0]
+            clips += batch.clip.shape[0]
         if progress is not None:
             progress.update()
     return waits, computes, clips
 
 
 def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
-    from models import create_model
+    from models import create_model, resolve_data_config
 
     loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                           strategy="random_window", frame_size=(args.frame_size, args.frame_size),
@@ -132,11 +139,12 @@ def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
     step_model = optimize(model, channels_last=args.channels_last, amp=args.amp, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
-    transform = ClipTransform(args.size, train=True)
-    batches = _batches(loader, device, transform)
+    cfg = resolve_data_config(model)
+    transform = ClipTransform(args.size, train=True, mean=cfg.mean, std=cfg.std)
+    batches = device_batches(loader, device, transform)
 
     def step(batch) -> None:
-        loss = torch.nn.functional.cross_entropy(step_model(batch["clip"]), batch["label"])
+        loss = torch.nn.functional.cross_entropy(step_model(batch.clip), batch.label)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -195,10 +203,10 @@ def main(args) -> int:
         raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
     if args.steps < 2:
         raise SystemExit("error: --steps must be >= 2 (a std needs two timings)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but no CUDA device is available")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    try:
+        device = resolve_device(args.device)
+    except UsageError as e:
+        raise SystemExit(f"error: {e}") from None
     if args.data is None:
         from benchmarks.loaders import make_benchmark_data
 
@@ -215,7 +223,8 @@ def main(args) -> int:
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
                          "reason": str(e).splitlines()[0]})
-    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS, title="Training throughput and data stall")
+    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS,
+                          title="Training throughput and data stall")
     print(markdown_table(rows, COLUMNS))
     for r in rows:
         if r["status"] == "ok":

@@ -4,17 +4,26 @@
     m = create_model("tsm_resnet18", num_classes=7, pretrained=False)
 
 Every model takes a float (B, C, T, H, W) batch (channels_last_3d preferred) and returns
-(B, num_classes) logits; it has ``default_clip_len`` / ``default_size`` (its usual input),
-``mean`` / ``std`` (the normalisation its pretrained weights expect), a ``backbone``
-submodule, ``freeze_backbone()`` and ``param_groups(lr, backbone_lr_mult)``.
+(B, num_classes) logits; it carries its ``data_config`` (an :class:`accel.data.config.DataConfig`:
+the normalisation its weights expect, its usual clip length and size, which weights;
+``resolve_data_config(model_or_name)``), with ``mean`` / ``std`` / ``default_clip_len`` /
+``default_size`` read from it, a ``backbone`` submodule, ``freeze_backbone()`` and
+``param_groups(lr, backbone_lr_mult)``.
 """
-
-from .registry import (MODEL_ALIASES, create_model, is_model, list_models, load_checkpoint, register_model,
-                       resolve_model_name)
-from .base import PretrainedUnavailable, VideoClassifier, frames_view, param_groups
 
 # Importing the modules registers their models.
 from . import frame_models, tsm, video3d, vivit  # noqa: E402,F401
+from .base import PretrainedUnavailable, VideoClassifier, frames_view, param_groups
+from .registry import (
+    MODEL_ALIASES,
+    create_model,
+    is_model,
+    list_models,
+    load_weights,
+    register_model,
+    resolve_data_config,
+    resolve_model_name,
+)
 
 __all__ = [
     "register_model",
@@ -22,8 +31,9 @@ __all__ = [
     "list_models",
     "is_model",
     "resolve_model_name",
+    "resolve_data_config",
     "MODEL_ALIASES",
-    "load_checkpoint",
+    "load_weights",
     "param_groups",
     "frames_view",
     "VideoClassifier",

@@ -1,10 +1,9 @@
 """``python -m models``: a Markdown table of the zoo (parameters, GFLOPs, usual input).
 
-GFLOPs are ``torch.utils.flop_counter.FlopCounterMode``'s total / 1e9 for one clip
-(batch 1) at the model's ``default_clip_len`` x ``default_size``. The count runs on the
-meta device (no computation, no memory), where the LSTM and attention decompose into
-matrix products the counter sees; FlopCounterMode counts a multiply-add as 2 FLOPs and
-ignores elementwise ops, norms and pooling.
+GFLOPs are :func:`accel.deploy.perf.count_gflops` (``FlopCounterMode``'s total / 1e9,
+on the meta device) for one clip (batch 1) at the model's ``default_clip_len`` x
+``default_size``; a multiply-add counts 2 FLOPs, elementwise ops, norms and pooling none.
+The benchmarks report the same figure.
 """
 
 from __future__ import annotations
@@ -13,23 +12,14 @@ import argparse
 import sys
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+
+from accel.deploy.perf import count_gflops
 
 from . import create_model, list_models
 
 
 def count_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def count_gflops(model: torch.nn.Module, *, clip_len: int, size: int, device: str = "meta") -> float:
-    """FlopCounterMode's total for one (1, 3, clip_len, size, size) clip, in GFLOPs."""
-    model = model.to(device).eval()
-    x = torch.empty(1, 3, clip_len, size, size, device=device).contiguous(memory_format=torch.channels_last_3d)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops() / 1e9
 
 
 def table(names: list[str], num_classes: int = 7) -> str:

@@ -9,24 +9,14 @@ import urllib.error
 import torch
 from torch import nn
 
+from accel.data.config import DataConfig
+from accel.data.transforms import frames_view
+
 __all__ = ["VideoClassifier", "frames_view", "param_groups", "load_pretrained_trunk", "PretrainedUnavailable"]
 
 
 class PretrainedUnavailable(RuntimeError):
     """The pretrained weights could not be fetched (no network, no cached file)."""
-
-
-def frames_view(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, T, H, W) -> (B*T, C, H, W).
-
-    When ``x`` is ``channels_last_3d`` (physically B,T,H,W,C, as the loaders deliver it)
-    this is a view, no copy, and the result is ``channels_last`` 2-D: the B and T strides
-    merge because T is the outermost dimension after B. A contiguous input is copied once.
-    """
-    if x.dim() != 5:
-        raise ValueError(f"expected a (B, C, T, H, W) clip batch, got shape {tuple(x.shape)}")
-    b, c, t, h, w = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w)
 
 
 class VideoClassifier(nn.Module):
@@ -36,12 +26,27 @@ class VideoClassifier(nn.Module):
     key layout, classifier removed); everything else counts as head for ``param_groups``.
     """
 
-    default_clip_len: int = 16
-    default_size: int = 112
-    # Input normalisation the pretrained weights expect (ImageNet; Kinetics for 3-D models).
-    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
-    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # The input the weights expect; ``create_model`` sets the registered one (one source:
+    # ``models.resolve_data_config``). The class default is for models built directly.
+    data_config: DataConfig = DataConfig()
     backbone: nn.Module
+
+    # Read-only views of ``data_config``, kept for the README's model interface.
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.data_config.mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.data_config.std
+
+    @property
+    def default_clip_len(self) -> int:
+        return self.data_config.clip_len
+
+    @property
+    def default_size(self) -> int:
+        return self.data_config.size
 
     def __init__(self) -> None:
         super().__init__()

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from accel.data.config import DataConfig
+
 from .base import VideoClassifier, frames_view, load_pretrained_trunk
 from .registry import register_model
 
@@ -135,13 +137,12 @@ class TSN(VideoClassifier):
         return logits.reshape(b, t, -1).mean(dim=1)
 
 
-def _with_defaults(model: VideoClassifier, clip_len: int, size: int) -> VideoClassifier:
-    model.default_clip_len = clip_len
-    model.default_size = size
-    return model
+def _imagenet(clip_len: int, size: int) -> DataConfig:
+    """ImageNet trunks: ImageNet statistics, at the model's usual clip length and size."""
+    return DataConfig(clip_len=clip_len, size=size, weights="imagenet")
 
 
-@register_model
+@register_model(data_config=_imagenet(32, 224))
 def resnet50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Laryngoscopy screening (seed 000): ImageNet ResNet-50 frame features, LSTM, 32-frame clips.
 
@@ -149,11 +150,10 @@ def resnet50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CN
     """
     kw = dict(arch="resnet50", hidden_size=512, num_layers=1, pool="last", dropout=0.5)
     kw.update(kwargs)
-    m = CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet50_lstm", **kw)
-    return _with_defaults(m, 32, 224)
+    return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet50_lstm", **kw)
 
 
-@register_model
+@register_model(data_config=_imagenet(20, 112))
 def resnext50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Deepfake detection (seed 002): ResNeXt-50 32x4d, LSTM 2048, averaged LSTM output, dropout 0.4.
 
@@ -161,21 +161,19 @@ def resnext50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> C
     """
     kw = dict(arch="resnext50_32x4d", hidden_size=2048, num_layers=1, pool="mean", dropout=0.4)
     kw.update(kwargs)
-    m = CNNLSTM(num_classes, pretrained=pretrained, model_name="resnext50_lstm", **kw)
-    return _with_defaults(m, 20, 112)
+    return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnext50_lstm", **kw)
 
 
-@register_model
+@register_model(data_config=_imagenet(30, 224))
 def resnet18_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Seed 003: frozen ResNet-18, 2-layer LSTM hidden 128, mean over 30 frames, FC 64 + ReLU + dropout."""
     kw = dict(arch="resnet18", hidden_size=128, num_layers=2, pool="mean", head_hidden=64,
               dropout=0.5, freeze_backbone=True)
     kw.update(kwargs)
-    m = CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet18_lstm", **kw)
-    return _with_defaults(m, 30, 224)
+    return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet18_lstm", **kw)
 
 
-@register_model
+@register_model(data_config=_imagenet(16, 112))
 def cnn_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Laparoscopic actions (seed 001): ResNet-18 encoder, LSTM 512, temporal mean, linear head.
 
@@ -183,12 +181,10 @@ def cnn_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM
     """
     kw = dict(arch="resnet18", hidden_size=512, num_layers=1, pool="mean", dropout=0.0)
     kw.update(kwargs)
-    m = CNNLSTM(num_classes, pretrained=pretrained, model_name="cnn_lstm", **kw)
-    return _with_defaults(m, 16, 112)
+    return CNNLSTM(num_classes, pretrained=pretrained, model_name="cnn_lstm", **kw)
 
 
-@register_model
+@register_model(data_config=_imagenet(16, 112))
 def tsn_resnet18(*, num_classes: int, pretrained: bool = False, **kwargs) -> TSN:
     """Per-frame ResNet-18, logits averaged over time: the order-blind baseline."""
-    m = TSN(num_classes, pretrained=pretrained, **kwargs)
-    return _with_defaults(m, 16, 112)
+    return TSN(num_classes, pretrained=pretrained, **kwargs)

@@ -1,7 +1,10 @@
 """A plain model registry in the manner of timm.
 
-Factories are decorated with ``@register_model``; the function name is the model
-name. ``create_model`` builds one, optionally loading local weights.
+Factories are decorated with ``@register_model`` (or ``@register_model(data_config=...)``);
+the function name is the model name. ``create_model`` builds one, optionally loading local
+weights, and attaches its :class:`~accel.data.config.DataConfig` (``model.data_config``):
+the input its weights expect (mean, std, clip length, size, which weights), as timm's
+pretrained configs do. ``resolve_data_config(model_or_name)`` returns it.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "load_checkpoint",
-           "resolve_model_name", "MODEL_ALIASES"]
+from accel.data.config import DataConfig
+
+__all__ = ["register_model", "create_model", "list_models", "is_model", "load_weights",
+           "resolve_model_name", "resolve_data_config", "MODEL_ALIASES"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
+_model_configs: dict[str, DataConfig] = {}
 
 # The seed projects' own names for the registered models (matched case-insensitively,
 # dashes as underscores), so their configs and commands keep working.
@@ -30,16 +36,51 @@ MODEL_ALIASES = {
 }
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a factory ``fn(*, num_classes, pretrained=False, **kwargs)`` under ``fn.__name__``."""
-    name = fn.__name__
-    if name in _model_entrypoints:
-        raise ValueError(
-            f"model {name!r} is already registered (by {_model_entrypoints[name].__module__}); "
-            f"known models: {', '.join(list_models())}"
-        )
-    _model_entrypoints[name] = fn
-    return fn
+def register_model(fn: Callable[..., nn.Module] | None = None, *, data_config: DataConfig | None = None):
+    """Register a factory ``fn(*, num_classes, pretrained=False, **kwargs)`` under ``fn.__name__``.
+
+    ``@register_model(data_config=DataConfig(...))`` records the input the model expects;
+    plain ``@register_model`` records the default ``DataConfig()`` (ImageNet, 16x112).
+    """
+    def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = fn.__name__
+        if name in _model_entrypoints:
+            raise ValueError(
+                f"model {name!r} is already registered (by {_model_entrypoints[name].__module__}); "
+                f"known models: {', '.join(list_models())}"
+            )
+        if data_config is not None and not isinstance(data_config, DataConfig):
+            raise TypeError(f"data_config of {name!r} must be a DataConfig, got {type(data_config).__name__}")
+        _model_entrypoints[name] = fn
+        _model_configs[name] = data_config if data_config is not None else DataConfig()
+        return fn
+
+    return register(fn) if fn is not None else register
+
+
+def resolve_data_config(model_or_name: nn.Module | str, **overrides) -> DataConfig:
+    """The :class:`DataConfig` of a model (built by ``create_model``) or of a registered name
+    (aliases too), with ``overrides`` (``mean``, ``std``, ``clip_len``, ``size``, ``weights``;
+    None keeps the model's), like ``timm.data.resolve_data_config``. A DDP or
+    ``torch.compile`` wrapper is looked through; a module with no config gets the default
+    ``DataConfig()`` (ImageNet)."""
+    if isinstance(model_or_name, str):
+        cfg = _model_configs[resolve_model_name(model_or_name)]
+    else:
+        m = model_or_name
+        while True:  # torch.compile's wrapper, DistributedDataParallel / DataParallel
+            inner = getattr(m, "_orig_mod", None)
+            if inner is None and isinstance(m, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+                inner = m.module
+            if not isinstance(inner, nn.Module):
+                break
+            m = inner
+        cfg = getattr(m, "data_config", None)
+        if cfg is None:
+            cfg = DataConfig()
+        elif not isinstance(cfg, DataConfig):
+            raise TypeError(f"{type(m).__name__}.data_config is a {type(cfg).__name__}, not a DataConfig")
+    return cfg.replace(**overrides)
 
 
 def list_models(pattern: str | None = None) -> list[str]:
@@ -106,10 +147,14 @@ def create_model(
         num_classes=1 if binary_logit else num_classes, pretrained=pretrained and checkpoint_path is None,
         **kwargs
     )
+    # The registered config, unless the model derived its own from its options (vivit's
+    # num_frames / image_size).
+    if "data_config" not in vars(model):
+        model.data_config = _model_configs[name]
     if binary_logit:
         model.register_forward_hook(_two_class_view)
     if checkpoint_path is not None:
-        load_checkpoint(model, checkpoint_path)
+        load_weights(model, checkpoint_path)
     return model
 
 
@@ -145,7 +190,7 @@ def _key_diff(expected, given, n=5) -> str:
     )
 
 
-def load_checkpoint(model: nn.Module, checkpoint_path) -> nn.Module:
+def load_weights(model: nn.Module, checkpoint_path) -> nn.Module:
     """Load local weights into ``model`` (see ``create_model``); returns the model."""
     obj = torch.load(checkpoint_path, weights_only=True, map_location="cpu")
     sd = _unwrap_state_dict(obj)

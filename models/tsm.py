@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
+from accel.data.config import DataConfig
+
 from .base import VideoClassifier, frames_view
 from .frame_models import build_resnet_trunk
 from .registry import register_model
@@ -97,9 +99,7 @@ class TSMResNet(VideoClassifier):
         return self.head(f.reshape(b, t, -1).mean(dim=1))
 
 
-@register_model
+@register_model(data_config=DataConfig(clip_len=16, size=112, weights="imagenet"))
 def tsm_resnet18(*, num_classes: int, pretrained: bool = False, **kwargs) -> TSMResNet:
     """Laparoscopic actions (seed 001): TSM-ResNet-18, 1/8 channels shifted each way, 16x112."""
-    m = TSMResNet(num_classes, pretrained=pretrained, **kwargs)
-    m.default_clip_len, m.default_size = 16, 112
-    return m
+    return TSMResNet(num_classes, pretrained=pretrained, **kwargs)

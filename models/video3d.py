@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torchvision.models import video as tvv
 
+from accel.data.config import KINETICS400_MEAN, KINETICS400_STD, DataConfig
+
 from .base import VideoClassifier, load_pretrained_trunk
 from .registry import register_model
 
@@ -14,12 +16,12 @@ __all__ = ["VideoResNet3D", "LateFusion"]
 _ARCHS = {
     "r3d_18": (tvv.r3d_18, tvv.R3D_18_Weights.KINETICS400_V1),
     "r2plus1d_18": (tvv.r2plus1d_18, tvv.R2Plus1D_18_Weights.KINETICS400_V1),
-    "mc3_18": (tvv.mc3_18, tvv.MC3_18_Weights.KINETICS400_V1),
 }
 
-# The Kinetics-400 weights were trained on inputs normalised with these.
-KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
-KINETICS_STD = (0.22803, 0.22145, 0.216989)
+# torchvision's Kinetics-400 weights expect these (R3D_18_Weights.KINETICS400_V1.transforms():
+# mean / std of Kinetics, 112x112 crops), whether or not pretrained=True loaded them.
+KINETICS_CONFIG = DataConfig(mean=KINETICS400_MEAN, std=KINETICS400_STD, clip_len=16, size=112,
+                             weights="kinetics400")
 
 
 class VideoResNet3D(VideoClassifier):
@@ -28,8 +30,7 @@ class VideoResNet3D(VideoClassifier):
     Takes (B, C, T, H, W) as it is; channels-last-3d input runs the 3-D convs channels-last.
     """
 
-    mean = KINETICS_MEAN
-    std = KINETICS_STD
+    data_config = KINETICS_CONFIG
 
     def __init__(self, num_classes: int, *, arch: str = "r3d_18", pretrained: bool = False,
                  dropout: float = 0.0, freeze_backbone: bool = False, model_name: str | None = None) -> None:
@@ -78,19 +79,21 @@ class LateFusion(VideoResNet3D):
         return logits.reshape(b, s, -1).mean(dim=1)
 
 
-@register_model
+@register_model(data_config=KINETICS_CONFIG)
 def r3d_18(*, num_classes: int, pretrained: bool = False, **kwargs) -> VideoResNet3D:
     """torchvision R3D-18 (Kinetics-400 weights with ``pretrained=True``), new head; 16x112."""
     return VideoResNet3D(num_classes, arch="r3d_18", pretrained=pretrained, model_name="r3d_18", **kwargs)
 
 
-@register_model
+@register_model(data_config=KINETICS_CONFIG)
 def r2plus1d_18(*, num_classes: int, pretrained: bool = False, **kwargs) -> VideoResNet3D:
     """torchvision R(2+1)D-18 (seed 001; Kinetics-400 weights with ``pretrained=True``); 16x112."""
-    return VideoResNet3D(num_classes, arch="r2plus1d_18", pretrained=pretrained, model_name="r2plus1d_18", **kwargs)
+    return VideoResNet3D(num_classes, arch="r2plus1d_18", pretrained=pretrained, model_name="r2plus1d_18",
+                         **kwargs)
 
 
-@register_model
+@register_model(data_config=KINETICS_CONFIG)
 def r3d_18_late_fusion(*, num_classes: int, pretrained: bool = False, **kwargs) -> LateFusion:
     """Seed 004: R3D-18 on S=4 segments of a 16x112 clip, logits averaged."""
-    return LateFusion(num_classes, arch="r3d_18", pretrained=pretrained, model_name="r3d_18_late_fusion", **kwargs)
+    return LateFusion(num_classes, arch="r3d_18", pretrained=pretrained, model_name="r3d_18_late_fusion",
+                      **kwargs)

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from accel.data.config import DataConfig
+
 from .base import VideoClassifier, frames_view
 from .registry import register_model
 
@@ -126,7 +128,8 @@ class ViViT(VideoClassifier):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
         nn.init.zeros_(self.head[1].bias)
         nn.init.trunc_normal_(self.head[1].weight, std=0.02)
-        self.default_clip_len, self.default_size = num_frames, image_size
+        # No pretrained weights; ImageNet statistics, the clip its positions were built for.
+        self.data_config = DataConfig(clip_len=num_frames, size=image_size, weights=None)
         if freeze_backbone:
             self.freeze_backbone()
 
@@ -134,7 +137,7 @@ class ViViT(VideoClassifier):
         return self.head(self.backbone(x))
 
 
-@register_model
+@register_model(data_config=DataConfig(clip_len=16, size=112, weights=None))
 def vivit(*, num_classes: int, pretrained: bool = False, **kwargs) -> ViViT:
     """Small factorised ViViT (seed 001): 16x112 clips, 16x16 patches, about 3.7 M parameters."""
     return ViViT(num_classes, pretrained=pretrained, **kwargs)

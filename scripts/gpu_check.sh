@@ -121,7 +121,7 @@ else
   STEPS=(
     "$DATA_STEP"
     "dali_frames|60|15|fn:step_dali_frames"
-    "pytest_dali|90|30|$PY -m pytest -m gpu tests/test_dali.py -q -rs -p no:cacheprovider --junitxml=$OUT/pytest_dali.xml"
+    "pytest_dali|90|30|$PY -m pytest -m gpu tests/data/test_dali.py -q -rs -p no:cacheprovider --junitxml=$OUT/pytest_dali.xml"
     "loaders|150|40|$PY -m benchmarks loaders --data $DATA720 --backends naive,pyav,decord,dali --workers $NPROC --clip-len 16 --size 112 --clips 48 --batch-size 8 --no-overhead --json $OUT/loaders_720p.json"
     "train_stall_dali|120|30|fn:step_train_stall_dali"
   )
@@ -250,12 +250,12 @@ step_dali_frames() {
 import json, sys, importlib.util
 from pathlib import Path
 import torch
-from accel.dali import decode_frames
+from accel.data.dali import decode_frames
 from accel.synth import encoder_available, read_frame_index, write_index_video
-from accel.video import open_video
+from accel import open_video
 
 out, cache = Path(sys.argv[1]), Path(sys.argv[2]) / "gpu_check_index"
-TOL_MEAN_SYNTH, TOL_MEAN_NATURAL = 6.0, 2.0  # from DALI's CPU decoder on VP9 (tests/test_dali.py)
+TOL_MEAN_SYNTH, TOL_MEAN_NATURAL = 6.0, 2.0  # from DALI's CPU decoder on VP9 (tests/data/test_dali.py)
 cases = []
 for codec, gop, bframes, vfr in [("h264", 1, 0, False), ("h264", 30, 2, False), ("h264", 250, 3, False),
                                  ("hevc", 30, 2, False), ("h264", 30, 0, True), ("vp9", 30, 0, False)]:

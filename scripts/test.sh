@@ -5,10 +5,16 @@ set -uo pipefail
 PY=${PY:-python3}
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
+# Lint everything and type-check the decoding and data packages; the tests run either way,
+# and any finding fails the run.
+lint=0
+"$PY" -m ruff check . || { echo "test.sh: ruff found problems (ruff check . --fix fixes some)" >&2; lint=1; }
+"$PY" -m mypy accel/io accel/data || { echo "test.sh: mypy found type errors in accel/io or accel/data" >&2; lint=1; }
 "$PY" -m pytest -m "not slow" "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "test.sh: pytest collected no tests: that is a failure, not a pass" >&2
   exit 1
 fi
+[ "$rc" = 0 ] && [ "$lint" = 1 ] && exit 1
 exit "$rc"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from accel.io.backends import available_backends
 from accel.synth import encoder_available, write_index_video
-from accel.video import available_backends
 
 CPU_BACKENDS = ("pyav", "decord", "torchcodec")
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +24,7 @@ def load_script(name: str, module_name: str | None = None):
     sys.modules[module_name] = mod
     spec.loader.exec_module(mod)
     return mod
+
 
 # (codec, gop, bframes): every keyframe interval and B-frame case the contract promises.
 INDEX_VIDEO_CASES = [

@@ -93,7 +93,7 @@ def seed003_sequences(root: Path) -> Path:
     for split, count in (("train", 4), ("validation", 2), ("test", 2)):
         rows = []
         for c in range(2):
-            for i in range(count):
+            for _ in range(count):
                 seq = f"seq_{(n := n + 1):05d}"
                 _frame_folder(root / "Data" / split / "sequences" / seq, c, n)
                 rows.append([seq, c])

@@ -38,7 +38,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..data import SPLITS, ManifestError, load_manifest
+from ..data.manifests import SPLITS, ManifestError, load_manifest
+from ..io.index import choose_stream
 
 CODECS = {"h264": "libx264", "hevc": "libx265"}
 TUNES = ("none", "fastdecode")
@@ -191,7 +192,7 @@ def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
 def frame_times(path: str | Path) -> tuple[list[int], Fraction]:
     """Sorted packet pts of the best video stream and its time base (a demux scan, no decode).
 
-    The same frames, in the same order, as :class:`accel.video.PyAVReader` indexes: frame ``i``
+    The same frames, in the same order, as :class:`accel.io.pyav.PyAVReader` indexes: frame ``i``
     of the project's readers is the frame with the i-th smallest pts.
     """
     import av
@@ -199,7 +200,7 @@ def frame_times(path: str | Path) -> tuple[list[int], Fraction]:
     with av.open(str(path)) as container:
         if not container.streams.video:
             raise PrepareError("no video stream")
-        stream = container.streams.video[0]
+        stream = choose_stream(container, str(path), None)  # the readers' stream: FFmpeg's best
         pts = sorted(p.pts for p in container.demux(stream)
                      if p.size and p.pts is not None and not p.is_discard)
         return pts, stream.time_base
@@ -240,7 +241,7 @@ def _encode(src: str, tmp: Path, container_format: str, options: PrepareOptions,
     reference: dict[int, np.ndarray] = {}
     wanted = set(check)
     with av.open(src) as inp, av.open(str(tmp), "w", format=container_format) as out:
-        ist = inp.streams.video[0]
+        ist = choose_stream(inp, src, None)  # the stream training reads
         ist.codec_context.thread_count = 1
         time_base = ist.time_base
         width, height = output_size(ist.codec_context.width, ist.codec_context.height,
@@ -277,7 +278,7 @@ def _encode(src: str, tmp: Path, container_format: str, options: PrepareOptions,
 def _verify(tmp: Path, options: PrepareOptions, src_pts: list[int], src_tb: Fraction,
             reference: dict[int, np.ndarray]) -> list[float]:
     """Same frame count and times as the source; PSNR of the reference frames read back."""
-    from ..video import PyAVReader
+    from ..io.pyav import PyAVReader
 
     out_pts, out_tb = frame_times(tmp)
     if len(out_pts) != len(src_pts):
@@ -473,7 +474,7 @@ def prepare(src: str | Path, dst: str | Path, options: PrepareOptions = PrepareO
             workers: int = 1, splits: Sequence[str] | None = None, progress: bool = True,
             report_path: str | Path | None = None, command: str = "") -> dict:
     """Prepare SRC into DST (see the module docstring); returns the run's report (also
-    written as JSON). Raises :class:`~accel.data.ManifestError` for an unusable SRC."""
+    written as JSON). Raises :class:`~accel.data.manifests.ManifestError` for an unusable SRC."""
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -544,7 +545,8 @@ def build_parser():
                       "130 interrupted (rerun to continue).")
     p.add_argument("src", type=Path, help="dataset: class folders (with or without train/val/test) or a CSV")
     p.add_argument("dst", type=Path, help="output folder: same relative paths (and CSV) as SRC")
-    p.add("--short-side", type=positive_int, default=128, help="short side of about this many pixels (the width is rounded to a multiple of 32; "
+    p.add("--short-side", type=positive_int, default=128,
+          help="short side of about this many pixels (the width is rounded to a multiple of 32; "
                "never upscales; default 128)")
     p.add("--gop", type=positive_int, default=16, help="frames between keyframes (default 16)")
     p.add("--bframes", type=int, default=0, help="max consecutive B-frames (default 0)")
@@ -597,4 +599,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  failed {f['path']}: {f['reason']}")
     print(f"report: {report['report']}")
     return 1 if report["failed"] else 0
-

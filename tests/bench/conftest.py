@@ -12,7 +12,9 @@ import torch
 
 @pytest.fixture(scope="session")
 def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from accel.cli import resolve_device
+
+    return resolve_device("auto")
 
 
 @pytest.fixture(scope="session")
@@ -24,7 +26,6 @@ def clip_shape(device) -> tuple[int, int, int, int, int]:
 @pytest.fixture(scope="session")
 def sync(device):
     """Wait for queued GPU work: a benchmarked step must include its kernels."""
-    def wait() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    return wait
+    from accel.deploy.perf import sync_device
+
+    return lambda: sync_device(device)

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from accel.sampling import sample_indices
-from accel.video import available_backends, open_video
+from accel.data.sampling import sample_indices
+from accel.io.backends import available_backends, open_video
 
 CLIPS = 4
 

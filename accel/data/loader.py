@@ -1,0 +1,179 @@
+"""``build_loader``: a DataLoader of uint8 channels-last clip batches (or the DALI loader).
+
+Batch: a :class:`~accel.data.batch.ClipBatch`: ``clip`` uint8 (B, C, T, H, W) channels_last_3d,
+``label`` int64 (B,), ``video_id`` int64 (B,), ``indices`` int64 (B, T), ``skipped``
+[(path, reason), ...], not normalised. The collate stacks the decoders' (T, H, W, C) clips
+once into (B, T, H, W, C) memory and returns its (B, C, T, H, W) permutation:
+channels_last_3d, no copy.
+
+:class:`~accel.data.prefetch.DevicePrefetcher` takes the batches to the device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ..io.backends import AUTO_ORDER, available_backends
+from .batch import ClipBatch
+from .collate import collate_clips
+from .dataset import VideoClipDataset
+from .manifests import Manifest
+from .samplers import EpochSampler, ShuffleSampler
+from .sampling import ShortPolicy, Strategy
+
+if TYPE_CHECKING:
+    from .dali import DaliAugment, DaliClipLoader
+
+LOADER_BACKENDS = ("auto", "dali", *AUTO_ORDER)
+
+
+@dataclass
+class ClipLoader:
+    """Iterates batches of a :class:`VideoClipDataset`; records every skipped file.
+
+    ``backend`` is the decoder used and ``reason`` says why it was chosen.
+    """
+
+    dataset: Dataset  # a VideoClipDataset, or the window reader's VideoWindowsDataset
+    loader: DataLoader
+    backend: str
+    reason: str
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        dataset_set_epoch = getattr(self.dataset, "set_epoch", None)  # windows: one pass, no epochs
+        if dataset_set_epoch is not None:
+            dataset_set_epoch(epoch)
+        if hasattr(self.loader.sampler, "set_epoch"):  # build_loader's EpochSampler has it
+            self.loader.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[ClipBatch]:
+        for batch in self.loader:
+            self.skipped.extend(batch.skipped)
+            if batch.is_empty:
+                continue  # every sample of this batch was skipped
+            yield batch
+
+
+def choose_backend(backend: str, device: torch.device | str | None = None, *,
+                   dali: bool = False, dali_device: str | None = None) -> tuple[str, str]:
+    """Resolve ``auto`` to a decoder; return (backend, why).
+
+    ``dali=True`` (what :func:`build_loader` passes) lets ``auto`` pick DALI when CUDA and
+    DALI are there (and ``device`` is CUDA or unset), and lets ``dali`` through, stopping
+    with a one-line :class:`~accel.data.dali.DaliUnavailable` where it cannot run
+    (``dali_device="cpu"``: DALI's CPU decoder, VP8/VP9/MJPEG only). Callers that read
+    clips their own way on the CPU (``dali=False``, e.g. the video-level window loader) get
+    the best CPU decoder instead of DALI, and the reason says so.
+    """
+    if backend not in LOADER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(LOADER_BACKENDS)}; got {backend!r}")
+    from .dali import DaliUnavailable, dali_unavailable_message, dali_unavailable_reason
+
+    if backend == "dali" and dali:
+        message = dali_unavailable_message(dali_device or "gpu", device)
+        if message:
+            raise DaliUnavailable(message)
+        return "dali", ("asked for: DALI decoding on the GPU (NVDEC)" if (dali_device or "gpu") == "gpu"
+                        else "asked for: DALI's CPU decoder (VP8/VP9/MJPEG; other codecs fall back "
+                             "to a CPU backend)")
+    if backend not in ("auto", "dali"):
+        return backend, "asked for"
+    why_not = dali_unavailable_reason("gpu", device) if backend == "auto" and dali else None
+    if backend == "auto" and dali and why_not is None:
+        return "dali", "auto: CUDA and DALI are available: DALI decodes on the GPU (NVDEC)"
+    found = available_backends()
+    if not found:
+        raise RuntimeError("no video decoder available: pip install av")
+    missing = [b for b in AUTO_ORDER if b not in found]
+    why = f"first available CPU decoder in {'>'.join(AUTO_ORDER)}"
+    if missing:
+        why += f" ({', '.join(missing)} not installed)"
+    if backend == "dali":
+        why = f"dali asked for, but this reader decodes on the CPU: {why}"
+    elif why_not:
+        why = f"auto: {why_not}, so no DALI; {why}"
+    else:
+        why = f"auto: {why}"
+    return found[0], why
+
+
+def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
+                 strategy: Strategy = "uniform", stride: int = 1, short: ShortPolicy = "repeat_last",
+                 frame_size: tuple[int, int] | None = None, backend: str = "auto",
+                 num_workers: int = 2, shuffle: bool = False, sampler: Sampler | None = None,
+                 drop_last: bool = False, pin_memory: bool | None = None,
+                 persistent_workers: bool = True, prefetch_factor: int | None = 2,
+                 on_error: str = "skip", decode_timeout_s: float | None = 30.0,
+                 seed: int = 0, device: torch.device | str | None = None,
+                 dataset_type: type[VideoClipDataset] = VideoClipDataset,
+                 dali_device: str | None = None, recycle_after_clips: int | None = 1000,
+                 recycle_rss_growth_mb: float | None = 256.0,
+                 dali_augment: DaliAugment | None = None) -> ClipLoader | DaliClipLoader:
+    """A loader of uint8 channels-last clip batches from ``manifest``.
+
+    ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
+    ``dataset_type`` swaps in a subclass (the benchmarks' decode-everything baseline).
+
+    ``backend="dali"`` (or ``auto`` on a machine with CUDA and DALI) returns an
+    :class:`accel.data.dali.DaliClipLoader`: the same batches, decoded by DALI, with the clip
+    already on the GPU; ``num_workers`` sets its CPU threads and ``prefetch_factor`` its queue
+    depth. ``dali_device="cpu"`` asks for DALI's CPU decoder (VP8/VP9/MJPEG; tests, no GPU).
+    ``dali_augment`` (a :class:`~accel.data.dali.DaliAugment`) augments inside the DALI
+    pipeline (float clips); with any other decoder it is refused.
+
+    CPU backends decode in a child process of each worker (of this process with
+    ``num_workers=0``): a clip not decoded within ``decode_timeout_s`` is abandoned and
+    skipped, and the child is replaced after ``recycle_after_clips`` clips or
+    ``recycle_rss_growth_mb`` of growth, which keeps ``persistent_workers=True`` bounded in
+    memory with every backend (see :class:`~accel.data.dataset.VideoClipDataset`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    chosen, why = choose_backend(backend, device, dali=dataset_type is VideoClipDataset,
+                                 dali_device=dali_device)
+    if dali_augment is not None and chosen != "dali":
+        raise ValueError(f"dali_augment needs the DALI decoder, but the decoder is {chosen} ({why})")
+    if chosen == "dali":
+        from .dali import DaliClipLoader
+
+        dev = torch.device(device) if device is not None else None
+        return DaliClipLoader(manifest, batch_size=batch_size, clip_len=clip_len, strategy=strategy,
+                              stride=stride, short=short, frame_size=frame_size, augment=dali_augment,
+                              device=dali_device or "gpu",
+                              device_id=dev.index if dev is not None and dev.type == "cuda" else None,
+                              sampler=sampler, shuffle=shuffle, drop_last=drop_last, on_error=on_error,
+                              decode_timeout_s=decode_timeout_s, seed=seed, num_threads=max(1, num_workers),
+                              prefetch_queue_depth=prefetch_factor or 2, reason=why)
+    dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
+                           short=short, backend=chosen, frame_size=frame_size,
+                           on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed,
+                           recycle_after_clips=recycle_after_clips,
+                           recycle_rss_growth_mb=recycle_rss_growth_mb)
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    workers = num_workers > 0
+    if sampler is None:
+        sampler = (ShuffleSampler(len(dataset), seed=seed) if shuffle
+                   else torch.utils.data.SequentialSampler(dataset))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=EpochSampler(sampler),
+                        num_workers=num_workers, collate_fn=collate_clips,
+                        drop_last=drop_last, persistent_workers=persistent_workers and workers,
+                        prefetch_factor=prefetch_factor if workers else None,
+                        # Pinned on the DataLoader's own thread, off the training loop;
+                        # Tensor.pin_memory keeps the strides, so the clip stays channels_last_3d.
+                        pin_memory=pin_memory,
+                        # A batch takes at most batch_size abandoned decodes (plus forks).
+                        timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
+    return ClipLoader(dataset, loader, chosen, why)
+
+
+__all__ = ["build_loader", "ClipLoader", "choose_backend", "LOADER_BACKENDS"]

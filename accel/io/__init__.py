@@ -1,0 +1,14 @@
+"""Decoding: exact frames by index from a video file or a frame folder.
+
+One module per decoder backend (:mod:`.pyav`, :mod:`.decord`, :mod:`.torchcodec`,
+:mod:`.frames`), the stream index they all share (:mod:`.index`), the backend choice
+(:mod:`.backends`) and the watched child process decodes run in (:mod:`.watchdog`).
+"""
+from .backends import AUTO_ORDER, BACKENDS, available_backends, backend_available, open_video, resolve_backend
+from .frames import FRAME_EXTENSIONS, FrameFolderReader, open_sample
+from .index import StreamIndex, VideoDecodeError, index_stream
+from .reader import VideoReader
+
+__all__ = ["open_video", "open_sample", "VideoReader", "FrameFolderReader", "VideoDecodeError",
+           "StreamIndex", "index_stream", "BACKENDS", "AUTO_ORDER", "FRAME_EXTENSIONS",
+           "available_backends", "backend_available", "resolve_backend"]

@@ -12,6 +12,22 @@ from accel.io.backends import available_backends
 from accel.synth import encoder_available, write_index_video
 
 CPU_BACKENDS = ("pyav", "decord", "torchcodec")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def index_folder(tmp_path_factory):
+    """The suite's stream indexes go to a folder of its own (subprocesses inherit it), so a
+    run neither reads nor fills the user's cache."""
+    import os
+
+    folder = tmp_path_factory.mktemp("stream_index")
+    previous = os.environ.get("VIDACCEL_INDEX_DIR")
+    os.environ["VIDACCEL_INDEX_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("VIDACCEL_INDEX_DIR", None)
+    else:
+        os.environ["VIDACCEL_INDEX_DIR"] = previous
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -6,9 +6,10 @@ One module per decoder backend (:mod:`.pyav`, :mod:`.decord`, :mod:`.torchcodec`
 """
 from .backends import AUTO_ORDER, BACKENDS, available_backends, backend_available, open_video, resolve_backend
 from .frames import FRAME_EXTENSIONS, FrameFolderReader, open_sample
-from .index import StreamIndex, VideoDecodeError, index_stream
+from .index import StreamIndex, VideoDecodeError
+from .index_store import index_dir, index_stream
 from .reader import VideoReader
 
 __all__ = ["open_video", "open_sample", "VideoReader", "FrameFolderReader", "VideoDecodeError",
-           "StreamIndex", "index_stream", "BACKENDS", "AUTO_ORDER", "FRAME_EXTENSIONS",
+           "StreamIndex", "index_stream", "index_dir", "BACKENDS", "AUTO_ORDER", "FRAME_EXTENSIONS",
            "available_backends", "backend_available", "resolve_backend"]

@@ -70,13 +70,15 @@ _READERS: dict[str, type[VideoReader]] = {
 
 
 def open_video(path: str | os.PathLike, backend: str = "auto", *, threads: int = 1,
-               stream: int | None = None) -> VideoReader:
+               stream: int | None = None, rotate: bool = True) -> VideoReader:
     """A reader for ``path``; the file is opened on first use (in the process that uses it).
 
     backend: ``auto`` (first available of torchcodec, decord, pyav), ``pyav``, ``decord``
     or ``torchcodec``. threads: decoder threads per reader (1 suits DataLoader workers).
     stream: the container stream to decode (FFmpeg's ``-map 0:S``); None, the default, is
     the best video stream as FFmpeg picks it. ``reader.stream_index`` says which it read.
+    rotate: turn frames upright by the stream's display matrix (phone videos), as FFmpeg's
+    tools and players do; False gives the frames as stored.
     """
     name = resolve_backend(backend)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -86,4 +88,4 @@ def open_video(path: str | os.PathLike, backend: str = "auto", *, threads: int =
                          f"index >= 0, got {stream!r}")
     if not Path(path).is_file():
         raise VideoDecodeError(path, "no such file")
-    return _READERS[name](path, threads=threads, stream=stream)
+    return _READERS[name](path, threads=threads, stream=stream, rotate=bool(rotate))

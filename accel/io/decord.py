@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .index import StreamIndex, index_stream
+from .index import StreamIndex
+from .index_store import index_stream
 from .reader import VideoReader, pyav_only_reason
 
 
@@ -22,7 +23,9 @@ class DecordReader(VideoReader):
         import decord
 
         index = self._set_index(index_stream(self.path, self.stream))
-        why = pyav_only_reason(index) or _decord_reason(index)
+        # The container-wide reason first (decode-order AVI), then decord's own, then the rest.
+        why = (pyav_only_reason(index) if index.decode_order else None) or _decord_reason(index) \
+            or pyav_only_reason(index)
         if why:
             return self._use_pyav(why)
         # decord.DECORDError: e.g. no AV1 decoder in decord's bundled FFmpeg

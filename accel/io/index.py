@@ -58,6 +58,9 @@ class StreamIndex:
     keyframe_offsets_constant: bool  # every keyframe has the same pts - dts (decord's seek)
     fps: float
     time_base: fractions.Fraction
+    rotation: int = 0           # display matrix: degrees counterclockwise to show it upright
+    leading_frames: bool = False  # frames decoded after a keyframe but shown before it (open GOP)
+    constant_rate: bool = True  # every frame interval the same (not VFR)
 
     @property
     def num_frames(self) -> int:
@@ -73,6 +76,15 @@ class StreamIndex:
         frames = [{"pts": p, "duration": d, "key_frame": k} for p, d, k in
                   zip(self.keys.tolist(), durations.tolist(), key.tolist())]
         return json.dumps({"frames": frames})
+
+    def display_midpoints(self, indices: np.ndarray) -> np.ndarray:
+        """Seconds halfway through each frame's display interval (pts to the next frame's pts,
+        or the frame's duration for the last): a time that names exactly that frame."""
+        keys = self.keys
+        nxt = np.minimum(indices + 1, keys.size - 1)
+        span = np.where(indices + 1 < keys.size, keys[nxt] - keys[indices],
+                        np.maximum(self.durations[indices], 1))
+        return (keys[indices] + span / 2) * float(self.time_base)
 
     @property
     def plain_colour(self) -> bool:
@@ -128,6 +140,9 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
     keyframes = tuple(int(i) for i in np.flatnonzero(key_a[order])) or (0,)
     durations_a = np.asarray(durations, dtype=np.int64)[order]
     offsets = {int(p - d) for p, d, k in zip(pts, dts, keyframe) if k}
+    # Open GOPs: a packet after a keyframe (in file order) that shows before it.
+    later_min = np.minimum.accumulate(pts_a[::-1])[::-1]
+    leading = bool(np.any(later_min[1:][key_a[:-1]] < pts_a[:-1][key_a[:-1]])) and not decode_order
     ctx = chosen.codec_context
     return StreamIndex(
         stream=chosen.index, best=best.index, video_streams=len(container.streams.video),
@@ -140,11 +155,31 @@ def index_container(container, path: str, stream: int | None = None) -> StreamIn
         keyframes=keyframes,
         decode_order=decode_order, keyframe_offsets_constant=len(offsets) <= 1,
         fps=_fps(keys, durations_a, chosen),
-        time_base=chosen.time_base)
+        time_base=chosen.time_base, rotation=_display_rotation(container, chosen),
+        leading_frames=leading, constant_rate=bool(np.unique(np.diff(keys)).size <= 1))
 
 
-def index_stream(path: str, stream: int | None = None) -> StreamIndex:
-    """:func:`index_container` on a file it opens and closes."""
+def _display_rotation(container, stream) -> int:
+    """The display matrix's rotation (degrees counterclockwise, 0/90/180/270) of a stream.
+
+    PyAV shows the matrix on decoded frames only, so the first frame is decoded (once per
+    index); only containers that carry one (MP4/MOV, Matroska) pay for it.
+    """
+    name = container.format.name
+    if not ("mov" in name or "mp4" in name or "matroska" in name):
+        return 0
+    try:
+        container.seek(0, stream=stream, backward=True)
+        for frame in container.decode(stream):
+            return int(round((frame.rotation or 0) / 90)) % 4 * 90
+    except Exception:  # noqa: BLE001 - no decodable frame: no rotation to apply
+        return 0
+    return 0
+
+
+def scan_stream(path: str, stream: int | None = None) -> StreamIndex:
+    """:func:`index_container` on a file it opens and closes (no cache: see
+    :func:`accel.io.index_store.index_stream`)."""
     with open_container(path) as container:
         try:
             return index_container(container, str(path), stream)

@@ -7,7 +7,8 @@ import bisect
 import numpy as np
 import torch
 
-from .index import StreamIndex, VideoDecodeError, index_container, open_container
+from .index import StreamIndex, VideoDecodeError, open_container
+from .index_store import index_stream
 from .reader import VideoReader
 
 
@@ -23,20 +24,36 @@ class PyAVReader(VideoReader):
     known_index: StreamIndex | None = None  # a scan another reader made of this file and stream
 
     def _open(self) -> None:
+        index = self._set_index(self.known_index or index_stream(self.path, self.stream))
         self._container = open_container(self.path)
         try:
-            index = self._set_index(self.known_index or index_container(self._container, self.path, self.stream))
+            self._prepare_stream()
         except BaseException:
             self._container.close()
             raise
+        self._delay = self._decoder_delay() if index.decode_order else 0
+
+    def _prepare_stream(self) -> None:
+        index = self._index
         self._stream = stream = self._container.streams[index.stream]
         # Decode-order indexing needs the decoder's delay fixed: single-threaded there.
         threads = 1 if index.decode_order else self.threads
         stream.codec_context.thread_count = threads
         if threads != 1:
             stream.thread_type = "AUTO"
-        self._index_of_key = {int(k): i for i, k in enumerate(index.keys)}
-        self._delay = self._decoder_delay() if index.decode_order else 0
+
+    def _reopen(self) -> None:
+        """Back to the file's first packet (a fresh demuxer: seeking to the start is not
+        reliable in containers whose timestamps start late, such as MPEG-TS)."""
+        self._container.close()
+        self._container = open_container(self.path)
+        self._prepare_stream()
+
+    def _frame_at(self, key: int) -> int | None:
+        """The frame index whose key (pts, or dts in decode order) is ``key``; None if none."""
+        keys = self._index.keys
+        i = int(np.searchsorted(keys, key))
+        return i if i < keys.size and keys[i] == key else None
 
     def _decoder_delay(self) -> int:
         """dts ticks between the first packet and the first frame the decoder puts out."""
@@ -65,14 +82,12 @@ class PyAVReader(VideoReader):
         in decode order, where a packet's key does not name the frame it puts out.
         """
         keys = self._index.keys
-        self._container.seek(int(keys[keyframe]), stream=self._stream, backward=True,
-                             any_frame=False)
-        ctx = self._stream.codec_context  # the seek flushed its buffers
         decode_order = self._index.decode_order
         skip = bool(wanted) and self.threads == 1 and not decode_order
+        ctx = self._stream.codec_context
         previous = None  # decode order: index of the last frame put out
         fed = int(keys[keyframe])  # decode order: dts of the last packet fed
-        for packet in self._container.demux(self._stream):
+        for packet in self._packets_from(keyframe):
             if skip:
                 ctx.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
             if packet.dts is not None:
@@ -82,9 +97,9 @@ class PyAVReader(VideoReader):
                     yield None, frame
                     continue
                 if not decode_order:
-                    index = self._index_of_key.get(frame.pts)
+                    index = self._frame_at(frame.pts) if frame.pts is not None else None
                 elif frame.dts is not None:
-                    index = self._index_of_key.get(int(frame.dts) - self._delay)
+                    index = self._frame_at(int(frame.dts) - self._delay)
                 else:  # flushed at the end of the stream: they follow the last packet's frame
                     index = (previous if previous is not None else fed - self._delay) + 1
                 if index is None:
@@ -92,6 +107,40 @@ class PyAVReader(VideoReader):
                                                       f"{frame.dts if decode_order else frame.pts}")
                 previous = index
                 yield index, frame
+
+    def _packets_from(self, keyframe: int):
+        """The stream's packets from frame ``keyframe``'s own packet on (the decoder flushed).
+
+        A seek lands on a keyframe at or before the timestamp in containers with a seek
+        table (MP4, MKV). Containers sought by byte position (MPEG-TS/PS) may land past it
+        or mid-GOP: packets before the keyframe's are dropped, and a landing past it (a
+        packet later than the keyframe shows up first) seeks from the keyframe before, then
+        from the file's start.
+        """
+        keys, keyframes = self._index.keys, self._index.keyframes
+        target = int(keys[keyframe])
+        end = bisect.bisect_right(keyframes, keyframe)
+        starts: list[int | None] = [int(keys[k]) for k in keyframes[max(0, end - 3):end][::-1]]
+        for start in [*starts, None]:
+            if start is None:
+                self._reopen()
+            else:  # (PyAV's seek flushes the decoder)
+                self._container.seek(start, stream=self._stream, backward=True, any_frame=False)
+            packets = self._container.demux(self._stream)
+            first = True
+            for packet in packets:
+                key = packet.dts if self._index.decode_order or packet.pts is None else packet.pts
+                if key is None:
+                    continue
+                if key == target:
+                    yield packet
+                    yield from packets
+                    return
+                if start is not None and key > target and (first or packet.is_keyframe):
+                    break  # landed past the keyframe: start earlier
+                first = False
+        raise VideoDecodeError(self.path, f"cannot find the packet of keyframe {keyframe} "
+                                          f"(timestamp {target}): the file changed or is damaged")
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
         out = None

@@ -31,10 +31,12 @@ class VideoReader(abc.ABC):
 
     backend: str = ""
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 1, stream: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, threads: int = 1, stream: int | None = None,
+                 rotate: bool = True):
         self.path = os.fsdecode(path)  # bytes too: a non-UTF-8 name keeps its bytes (surrogates)
         self.threads = threads
         self.stream = stream  # the container stream asked for; None: the best video stream
+        self.rotate = rotate  # apply the display matrix (frames as players show them)
         self._opened = False
         self._error: VideoDecodeError | None = None  # a file that failed fails the same way again
         self._delegate: VideoReader | None = None
@@ -98,7 +100,8 @@ class VideoReader(abc.ABC):
                       f"instead", stacklevel=5)
         from .pyav import PyAVReader  # the subclass module imports this one
 
-        self._delegate = PyAVReader(self.path, threads=self.threads, stream=self._index.stream)
+        self._delegate = PyAVReader(self.path, threads=self.threads, stream=self._index.stream,
+                                    rotate=False)  # rotated once, by the reader asked
         self._delegate.known_index = self._index  # scanned already: PyAV need not scan again
         self._delegate._ensure_open()
 
@@ -134,10 +137,11 @@ class VideoReader(abc.ABC):
 
     def __getstate__(self) -> dict:
         # Only the recipe travels to another process; the handle is opened there.
-        return {"path": self.path, "threads": self.threads, "stream": self.stream}
+        return {"path": self.path, "threads": self.threads, "stream": self.stream, "rotate": self.rotate}
 
     def __setstate__(self, state: dict) -> None:
-        VideoReader.__init__(self, state["path"], threads=state["threads"], stream=state.get("stream"))
+        VideoReader.__init__(self, state["path"], threads=state["threads"], stream=state.get("stream"),
+                             rotate=state.get("rotate", True))
 
     # -- public API ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -181,19 +185,43 @@ class VideoReader(abc.ABC):
             raise
         except Exception as e:
             raise VideoDecodeError(self.path, f"decode failed ({type(e).__name__}: {e})") from e
-        if unique.size == idx.size and np.array_equal(unique, idx):
-            return frames  # already in the order asked: no gather copy
-        return frames[torch.from_numpy(inverse)]
+        if not (unique.size == idx.size and np.array_equal(unique, idx)):
+            frames = frames[torch.from_numpy(inverse)]  # (else already in the order asked)
+        return self._displayed(frames)
+
+    def _displayed(self, frames: torch.Tensor) -> torch.Tensor:
+        """Frames turned upright by the stream's display matrix, as FFmpeg's autorotate does."""
+        rotation = getattr(getattr(self, "_index", None), "rotation", 0)
+        if not (self.rotate and rotation):
+            return frames
+        return torch.rot90(frames, rotation // 90, dims=(1, 2)).contiguous()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
 
 
+# Containers sought by byte position, whose timestamps start late and whose packets may land
+# mid-GOP after a seek (MPEG transport and program streams): decord and torchcodec seek them
+# wrongly or not at all; PyAV starts from the keyframe's own packet (see PyAVReader).
+BYTE_SEEK_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegtsraw", "mpegvideo"})
+# Codecs whose standard defines no bit-exact decoder (IDCT precision is left to the decoder):
+# FFmpeg builds differ on them (decord bundles FFmpeg 4, torchcodec uses the system's, PyAV its
+# own), so one decoder reads them for every backend.
+INEXACT_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "msmpeg4v1", "msmpeg4v2",
+                            "msmpeg4", "msmpeg4v3", "h263", "h263p", "flv", "flv1", "wmv1", "wmv2",
+                            "mjpeg"})
+
+
 def pyav_only_reason(index: StreamIndex) -> str | None:
-    """Why decord or torchcodec would not return this stream's exact frames."""
+    """Why decord or torchcodec would not return this stream's exact frames (None: they do)."""
     if index.decode_order:
         return ("AVI without presentation timestamps (B-frames, packed or not): frames must be "
                 "indexed in decode order")
+    if index.container.split(",")[0] in BYTE_SEEK_CONTAINERS:
+        return f"{index.container} container (seeking by byte position)"
+    if index.codec in INEXACT_CODECS:
+        return (f"{index.codec} has no bit-exact decoder by standard (FFmpeg builds differ): one "
+                f"decoder reads it for every backend")
     if not index.plain_colour:
         return (f"{index.colour_note} needs the one shared RGB conversion (each backend's own "
                 f"differs)")

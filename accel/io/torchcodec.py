@@ -1,35 +1,60 @@
-"""The torchcodec reader: seeks exactly through the shared stream index; hands files it
-cannot read as they are to PyAV (see :meth:`VideoReader._use_pyav`)."""
+"""The torchcodec reader: seeks through the shared stream index without torchcodec's own
+whole-file scan; hands files it cannot read as they are to PyAV (see
+:meth:`VideoReader._use_pyav`)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .index import index_stream
+from .index_store import index_stream
 from .reader import VideoReader, pyav_only_reason
 
 
 class TorchCodecReader(VideoReader):
-    """torchcodec: exact seeking on the shared index (its frame mappings), NHWC, the chosen stream."""
+    """torchcodec on the shared index, NHWC, the chosen stream.
+
+    Constant-rate streams are read in torchcodec's "approximate" mode, which opens in the time of the
+    container's header however long the video: frames are asked for by time, the middle of
+    each frame's display interval from our index, which names exactly one frame. Streams with
+    open GOPs (frames decoded after a keyframe but shown before it: HEVC CRA, MPEG-2) defeat
+    that mode's seeking, and in VFR streams it maps times to frames by the mean rate, so those
+    are read in exact mode on our index as torchcodec's custom
+    frame mappings (an O(frames) JSON per open). Every approximate read is checked: frames
+    whose timestamps are not the ones asked for are read again in exact mode.
+    """
 
     backend = "torchcodec"
 
     def _open(self) -> None:
-        from torchcodec.decoders import VideoDecoder
-
         index = self._set_index(index_stream(self.path, self.stream))
         why = pyav_only_reason(index)
         if why:
             return self._use_pyav(why)
-        # Our index as its frame mappings: exact seeking without torchcodec's own scan.
+        self._exact = None
         # Exception: a codec the system FFmpeg lacks raises torchcodec's own types.
-        self._decoder = self._native_or_pyav(index, Exception, lambda: VideoDecoder(
-            self._native_path(), stream_index=index.stream, custom_frame_mappings=index.frame_mappings(),
-            dimension_order="NHWC", num_ffmpeg_threads=self.threads, device="cpu"))
+        exact = index.leading_frames or not index.constant_rate
+        self._decoder = self._native_or_pyav(index, Exception, lambda: self._make_decoder(exact=exact))
+        if self._decoder is not None and exact:
+            self._exact = self._decoder
+
+    def _make_decoder(self, *, exact: bool):
+        from torchcodec.decoders import VideoDecoder
+
+        mode = {"custom_frame_mappings": self._index.frame_mappings()} if exact else \
+            {"seek_mode": "approximate"}
+        return VideoDecoder(self._native_path(), stream_index=self._index.stream, dimension_order="NHWC",
+                            num_ffmpeg_threads=self.threads, device="cpu", **mode)
 
     def close(self) -> None:
-        self._decoder = None
+        self._decoder = self._exact = None
         super().close()
 
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
-        return self._decoder.get_frames_at(indices=indices.tolist()).data
+        if self._exact is not None:
+            return self._exact.get_frames_at(indices=indices.tolist()).data
+        batch = self._decoder.get_frames_played_at(seconds=self._index.display_midpoints(indices).tolist())
+        expected = self._index.keys[indices] * float(self._index.time_base)
+        if np.allclose(batch.pts_seconds.numpy(), expected, rtol=0, atol=1e-6):
+            return batch.data
+        self._exact = self._make_decoder(exact=True)  # the index missed an open GOP
+        return self._exact.get_frames_at(indices=indices.tolist()).data

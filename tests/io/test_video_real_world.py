@@ -17,7 +17,7 @@ import pytest
 from conftest import CPU_BACKENDS, backend_param
 
 from accel import VideoDecodeError, open_video
-from accel.io.index import index_stream
+from accel.io import index_stream
 from accel.io.pyav import shared_rgb
 from accel.synth import (
     encoder_available,
@@ -158,12 +158,13 @@ def test_files_other_backends_get_wrong_go_to_pyav_with_one_warning(real_world, 
 @pytest.mark.parametrize("backend", [backend_param("decord"), backend_param("torchcodec")])
 def test_a_handed_over_file_is_scanned_once(real_world, backend, monkeypatch):
     """The backend's scan of the stream serves PyAV too: no second demux of the whole file."""
-    import accel.io.pyav as pyav_module
+    import accel.io.index_store as store
 
     def second_scan(*args, **kwargs):
         raise AssertionError("PyAV scanned a file the other backend had indexed")
 
-    monkeypatch.setattr(pyav_module, "index_container", second_scan)
+    store.index_stream(real_world["packed_b.avi"])  # the other backend's scan, or a cached one
+    monkeypatch.setattr(store, "scan_stream", second_scan)
     with pytest.warns(UserWarning, match="reads this file with PyAV"):
         reader = open_video(real_world["packed_b.avi"], backend)
         frames = reader.get_frames([3, 1])

@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ...io.index import VideoDecodeError, index_stream
+from ...io.index import VideoDecodeError
+from ...io.index_store import index_stream
 from ..reading import time_limit
 
 # What fn.decoders.video decodes in DALI 2.4 (its docstring): CPU: VP8, VP9, MJPEG;

@@ -28,6 +28,8 @@ def index_folder(tmp_path_factory):
         os.environ.pop("VIDACCEL_INDEX_DIR", None)
     else:
         os.environ["VIDACCEL_INDEX_DIR"] = previous
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

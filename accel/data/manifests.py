@@ -32,7 +32,8 @@ import numpy as np
 
 from ..io.frames import FRAME_EXTENSIONS
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
+                    ".mts", ".vob", ".3gp", ".flv", ".wmv", ".ogv", ".y4m", ".mxf")
 SPLITS = ("train", "val", "test")
 # Names accepted for each split, in order of preference: split folders and per-split CSVs
 # (``training/``, ``validation.csv``), and the values of a CSV's ``split`` column (in any case).

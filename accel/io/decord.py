@@ -31,6 +31,7 @@ class DecordReader(VideoReader):
         # decord.DECORDError: e.g. no AV1 decoder in decord's bundled FFmpeg
         self._vr = self._native_or_pyav(index, decord.DECORDError, lambda: decord.VideoReader(
             self._native_path(), ctx=decord.cpu(0), num_threads=self.threads))
+        self._native_rotation = index.rotation  # decord 0.6 applies the display matrix itself
 
     def close(self) -> None:
         self._vr = None

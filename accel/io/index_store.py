@@ -196,6 +196,19 @@ def write_entry(entry: Path, key: tuple, index: StreamIndex) -> None:
                           stacklevel=4)
 
 
+def entry_source(entry: Path) -> str | None:
+    """The video path an entry was made for (None: not a readable entry)."""
+    try:
+        with open(entry, "rb") as f:
+            head = f.read(len(MAGIC) + 4)
+            if head[:len(MAGIC)] != MAGIC:
+                return None
+            (length,) = struct.unpack_from("<I", head, len(MAGIC))
+            return json.loads(f.read(length)).get("path")
+    except (OSError, ValueError, struct.error):
+        return None
+
+
 def entries(folder: Path | None = None) -> list[Path]:
     """Every entry file in the index folder."""
     folder = folder or index_dir()

@@ -41,6 +41,7 @@ class VideoReader(abc.ABC):
         self._error: VideoDecodeError | None = None  # a file that failed fails the same way again
         self._delegate: VideoReader | None = None
         self._fd: int | None = None
+        self._native_rotation = 0  # degrees the backend's own decoder already turned the frames
 
     def _native_path(self) -> str:
         """A name for the file that C libraries taking UTF-8 strings can open.
@@ -191,10 +192,9 @@ class VideoReader(abc.ABC):
 
     def _displayed(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames turned upright by the stream's display matrix, as FFmpeg's autorotate does."""
-        rotation = getattr(getattr(self, "_index", None), "rotation", 0)
-        if not (self.rotate and rotation):
-            return frames
-        return torch.rot90(frames, rotation // 90, dims=(1, 2)).contiguous()
+        wanted = getattr(getattr(self, "_index", None), "rotation", 0) if self.rotate else 0
+        turns = (wanted - (0 if self._delegate else self._native_rotation)) // 90 % 4
+        return torch.rot90(frames, turns, dims=(1, 2)).contiguous() if turns else frames
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"

@@ -36,14 +36,18 @@ class TorchCodecReader(VideoReader):
         self._decoder = self._native_or_pyav(index, Exception, lambda: self._make_decoder(exact=exact))
         if self._decoder is not None and exact:
             self._exact = self._decoder
+        if self._decoder is not None and getattr(self._decoder.metadata, "rotation", None) is not None:
+            self._native_rotation = index.rotation  # torchcodec >= 0.8 applies the display matrix
 
     def _make_decoder(self, *, exact: bool):
         from torchcodec.decoders import VideoDecoder
 
-        mode = {"custom_frame_mappings": self._index.frame_mappings()} if exact else \
-            {"seek_mode": "approximate"}
-        return VideoDecoder(self._native_path(), stream_index=self._index.stream, dimension_order="NHWC",
-                            num_ffmpeg_threads=self.threads, device="cpu", **mode)
+        common = dict(stream_index=self._index.stream, dimension_order="NHWC",
+                      num_ffmpeg_threads=self.threads, device="cpu")
+        if exact:
+            return VideoDecoder(self._native_path(), custom_frame_mappings=self._index.frame_mappings(),
+                                **common)  # type: ignore[arg-type]
+        return VideoDecoder(self._native_path(), seek_mode="approximate", **common)  # type: ignore[arg-type]
 
     def close(self) -> None:
         self._decoder = self._exact = None

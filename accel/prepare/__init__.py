@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from ..data.manifests import SPLITS, ManifestError, load_manifest
+from ..io import index_stream
 from ..io.index import choose_stream
 
 CODECS = {"h264": "libx264", "hevc": "libx265"}
@@ -172,21 +173,24 @@ def plan(src: Path, dst: Path, splits: Sequence[str] | None = None) -> Plan:
 
 # --------------------------------------------------------------------------- one video
 def output_size(width: int, height: int, short_side: int) -> tuple[int, int]:
-    """(width, height) for a short side of about ``short_side``, never upscaled.
-
-    The width is a multiple of 32 where it can be (torchcodec converts such frames with
-    swscale and others through a filter graph, 5-6x slower per clip here), the height follows
-    the aspect ratio to the nearest even pixel (4:2:0 chroma), so the short side lands within
-    about 16 px of ``short_side`` (640x360 -> 224x126).
+    """(width, height) with the short side exactly ``short_side`` (even, for 4:2:0 chroma;
+    never upscaled) and the long side following the aspect ratio, rounded to a multiple of 32
+    (the decoders need 16; torchcodec converts widths that are multiples of 32 with swscale,
+    others through a filter graph, 5-6x slower per clip here), never past the source's:
+    640x360 -> 224x128, 360x640 -> 128x224.
     """
-    even = lambda v: max(2, int(round(v / 2)) * 2)  # noqa: E731
-    target = width * min(1.0, short_side / min(width, height))
+    even = lambda v: max(2, int(v) // 2 * 2)  # noqa: E731
+    landscape = width >= height
+    long_in, short_in = (width, height) if landscape else (height, width)
+    short = even(min(short_side, short_in))
+    target = long_in * short / short_in
     if target >= 32:
-        w = int(round(target / 32)) * 32
-        w = w - 32 if w > width else w
+        long = int(round(target / 32)) * 32
+        long = long - 32 if long > long_in else long
     else:
-        w = even(target)
-    return w, min(even(w * height / width), height - height % 2)
+        long = even(round(target))
+    long = max(long, short)  # rounding never makes the long side the short one
+    return (long, short) if landscape else (short, long)
 
 
 def frame_times(path: str | Path) -> tuple[list[int], Fraction]:
@@ -318,6 +322,7 @@ def prepare_video(src: str, dst: str, options: PrepareOptions) -> dict:
                             src_pts, check)
         values = _verify(tmp, options, src_pts, src_tb, reference)
         os.replace(tmp, dst_path)
+        index_stream(dst_path)  # the output's stream index, so its first clip needs no scan
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -546,8 +551,8 @@ def build_parser():
     p.add_argument("src", type=Path, help="dataset: class folders (with or without train/val/test) or a CSV")
     p.add_argument("dst", type=Path, help="output folder: same relative paths (and CSV) as SRC")
     p.add("--short-side", type=positive_int, default=128,
-          help="short side of about this many pixels (the width is rounded to a multiple of 32; "
-               "never upscales; default 128)")
+          help="short side in pixels, exactly (even; never upscales; default 128); the long side "
+               "keeps the aspect ratio, rounded to a multiple of 32")
     p.add("--gop", type=positive_int, default=16, help="frames between keyframes (default 16)")
     p.add("--bframes", type=int, default=0, help="max consecutive B-frames (default 0)")
     p.add("--crf", type=int, default=20, help="x264/x265 constant rate factor (default 20)")

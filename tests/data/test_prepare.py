@@ -42,14 +42,15 @@ def _times_s(path: Path) -> np.ndarray:
     return (np.asarray(pts, dtype=np.float64) - pts[0]) * float(tb)
 
 
-def test_output_size_keeps_aspect_width_multiple_of_32_never_upscales():
-    assert output_size(640, 360, 128) == (224, 126)
-    assert output_size(360, 640, 128) == (128, 228)
-    assert output_size(1280, 720, 128) == (224, 126)
-    assert output_size(176, 144, 128) == (160, 130)
-    assert output_size(64, 48, 128) == (64, 48)
-    assert output_size(50, 49, 128) == (32, 32)  # never wider than the source
-    assert output_size(24, 17, 128) == (24, 16)  # too narrow for 32: even sizes for 4:2:0
+def test_output_size_short_side_exact_long_side_multiple_of_32_never_upscales():
+    assert output_size(640, 360, 128) == (224, 128)
+    assert output_size(360, 640, 128) == (128, 224)
+    assert output_size(1280, 720, 128) == (224, 128)
+    assert output_size(1920, 1080, 112) == (192, 112)
+    assert output_size(176, 144, 128) == (160, 128)
+    assert output_size(64, 48, 128) == (64, 48)  # never upscaled
+    assert output_size(50, 49, 128) == (48, 48)  # even sizes for 4:2:0, never past the source
+    assert output_size(24, 17, 128) == (22, 16)  # too small for 32: even sizes
 
 
 @pytest.mark.parametrize("vfr", [False, True], ids=["cfr", "vfr"])
@@ -89,7 +90,7 @@ def test_natural_video_with_audio_at_defaults(tmp_path):
     assert min(result["psnr_db"]) >= 30, result["psnr_db"]
     assert len(result["psnr_db"]) == 4 and result["psnr_frames"][-1] == len(pts) - 1
     with av.open(str(dst)) as c:
-        assert not c.streams.audio and (c.streams.video[0].width, c.streams.video[0].height) == (224, 126)
+        assert not c.streams.audio and (c.streams.video[0].width, c.streams.video[0].height) == (224, 128)
     assert dst.stat().st_size < src.stat().st_size / 2
 
 

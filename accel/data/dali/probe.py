@@ -1,7 +1,7 @@
 """What a file is before DALI sees it: frame count and codec by demux scan, and its route.
 
 Why a demux scan: the frame count comes from the CPU readers' shared index
-(:func:`accel.io.index.index_stream`: PyAV packets, no decode), which is the count
+(:func:`accel.io.index_stream`: PyAV packets, no decode), which is the count
 :class:`~accel.io.pyav.PyAVReader` uses, so frame ``i`` means the same frame on both paths and
 the drawn indices equal the CPU path's. DALI has no cheap metadata operator (its decoder
 builds its own index while decoding). The same scan yields the codec and size, so a file
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ...io.index import VideoDecodeError
 from ...io.index_store import index_stream
+from ...io.reader import BYTE_SEEK_CONTAINERS
 from ..reading import time_limit
 
 # What fn.decoders.video decodes in DALI 2.4 (its docstring): CPU: VP8, VP9, MJPEG;
@@ -60,11 +61,12 @@ class VideoProbe:
 def probe_video(path: str) -> VideoProbe:
     """Frame count and codec of the best video stream, from the CPU readers' shared index.
 
-    :func:`accel.io.index.index_stream` (a PyAV demux scan, no decode), so frame ``i``
+    :func:`accel.io.index_stream` (a PyAV demux scan, no decode), so frame ``i``
     means the same frame on both paths. Raises :class:`VideoDecodeError` for what cannot be
     a video. ``cpu_reason`` names files DALI would index differently: several video streams
     (the CPU readers' stream choice is FFmpeg's best stream) or AVI frames that must be
-    counted in decode order (packed B-frames).
+    counted in decode order (packed B-frames), MPEG transport/program streams (sought by byte
+    position) and rotated files (DALI does not apply the display matrix).
     """
     if not Path(path).is_file():
         raise VideoDecodeError(path, "no such file")
@@ -74,6 +76,10 @@ def probe_video(path: str) -> VideoProbe:
         reason = f"{index.video_streams} video streams (the CPU readers take stream {index.stream})"
     elif index.decode_order:
         reason = "AVI without presentation timestamps (frames indexed in decode order)"
+    elif index.container.split(",")[0] in BYTE_SEEK_CONTAINERS:
+        reason = f"{index.container} container (the CPU readers start from each keyframe's own packet)"
+    elif index.rotation:
+        reason = f"rotated {index.rotation} degrees by its display matrix (the CPU readers turn it upright)"
     return VideoProbe(index.num_frames, index.codec, index.height, index.width, reason)
 
 

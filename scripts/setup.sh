@@ -13,14 +13,15 @@ if ! "$PY" -c "import torch, torchvision" >/dev/null 2>&1; then
 fi
 "$PY" -m pip install -q -e ".[dev]"
 
-# torchcodec loads FFmpeg's shared libraries from the system.
-if ! ldconfig -p 2>/dev/null | grep -q "libavcodec\.so"; then
+# torchcodec loads FFmpeg's shared libraries from the system; the conformance tests and the
+# live-stream tests use FFmpeg's command line (the same Debian package).
+if ! ldconfig -p 2>/dev/null | grep -q "libavcodec\.so" || ! command -v ffmpeg >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "setup: installing FFmpeg's shared libraries for torchcodec (apt-get install ffmpeg)"
+    echo "setup: installing FFmpeg (apt-get install ffmpeg): torchcodec's libraries and the command line"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null) \
-      || echo "setup: could not install ffmpeg; torchcodec tests will skip and say why"
+      || echo "setup: could not install ffmpeg; torchcodec and command-line tests will skip and say why"
   else
-    echo "setup: FFmpeg's shared libraries are missing and this is not root with apt-get;" \
-         "torchcodec tests will skip and say why"
+    echo "setup: FFmpeg (libraries or command line) is missing and this is not root with apt-get;" \
+         "torchcodec and command-line tests will skip and say why"
   fi
 fi

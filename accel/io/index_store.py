@@ -187,7 +187,10 @@ def write_entry(entry: Path, key: tuple, index: StreamIndex) -> None:
             f.write(encode_entry(key, index))
         os.replace(tmp, entry)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
         folder = str(entry.parent.parent)
         if folder not in _warned:
             _warned.add(folder)

@@ -157,3 +157,27 @@ def test_no_whole_valid_file_reads_as_truncated(matrix):
         reader = open_video(path, "pyav")
         frames = reader.get_frames(list(range(len(reference)))[::-1])
         assert frames.shape[0] == len(reference), name
+
+
+def test_the_loaders_and_prepare_accept_transport_and_program_streams(matrix, tmp_path):
+    """A class-folder dataset of .ts/.vob/.mpg files loads without a skip, and its prepared
+    copy keeps every file's frame count."""
+    from accel import build_loader, load_manifest
+    from accel.prepare import PrepareOptions, prepare
+
+    names = [n for n in ("h264.ts", "offset10.ts", "mpeg2.vob", "mpeg1.mpg") if n in matrix]
+    src = tmp_path / "src" / "train"
+    for i, name in enumerate(names):
+        (src / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        (src / f"c{i % 2}" / name).write_bytes(matrix[name][0].read_bytes())
+    manifest = load_manifest(tmp_path / "src", "train")
+    assert len(manifest) == len(names)
+    loader = build_loader(manifest, batch_size=2, clip_len=8, frame_size=(32, 32), num_workers=0,
+                          backend="pyav", on_error="raise")
+    batches = list(loader)
+    assert sum(b.clip.shape[0] for b in batches) == len(names) and not loader.skipped
+    report = prepare(tmp_path / "src", tmp_path / "dst", PrepareOptions(short_side=64), progress=False)
+    assert report["failed"] == [] and report["files"]["prepared"] == len(names)
+    for item in load_manifest(tmp_path / "dst", "train").items:
+        source = next(matrix[n] for n in names if item.path.endswith(n))
+        assert len(open_video(item.path, "pyav")) == len(source[1]), item.path

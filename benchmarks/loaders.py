@@ -383,6 +383,14 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--prepared", type=Path, default=None,
                    help="the same dataset after python -m accel.prepare: read the same clips from "
                         "both in this run and add speedup_vs_original (needs --data)")
+    p.add_argument("--costs", action="store_true",
+                   help="per-clip CPU time of each layer (floor, reader, dataset, loader with 0 and "
+                        "--workers workers) on original, prepared and long files (benchmarks/costs.py)")
+    p.add_argument("--cost-backends", default="pyav,torchcodec", help="backends of the --costs rows")
+    p.add_argument("--long", type=Path, default=None,
+                   help="--costs: the long recording (default: make a --long-minutes one with ffmpeg)")
+    p.add_argument("--long-minutes", type=float, default=60.0, help="--costs: length of the made recording")
+    p.add_argument("--long-clips", type=int, default=24, help="--costs: clips read from the long recording")
     p.add_argument("--json", type=Path, default=None,
                    help="default runs/benchmarks/loaders.json (--soak: loaders_soak.json)")
     return p
@@ -471,6 +479,8 @@ def main(args) -> int:
     args.json = args.json or Path(f"runs/benchmarks/loaders{'_soak' if args.soak else ''}.json")
     if args.prepared is not None:
         return _main_prepared(args)
+    if args.costs:
+        return _main_costs(args)
     if args.soak:
         manifest = load_manifest(args.data, args.split) if args.data else \
             load_manifest(make_soak_data(args.cache))
@@ -503,6 +513,28 @@ def main(args) -> int:
             vs = f", {best['clips_per_s'] / naive['clips_per_s']:.1f}x naive" if naive else ""
             print(f"gop {gop}: fastest {best['backend']} {best['clips_per_s']:.1f} clips/s{vs}; "
                   f"skipped files: {sum(r.get('skipped', 0) for r in ok)}")
+    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    return 0
+
+
+def _main_costs(args) -> int:
+    from benchmarks.costs import COST_COLUMNS, run_costs
+
+    args.cost_backends = [b.strip() for b in args.cost_backends.split(",") if b.strip()]
+    missing = [b for b in args.cost_backends if b not in available_backends()]
+    if missing:
+        raise SystemExit(f"error: --cost-backends {missing} not available here; available: "
+                         f"{', '.join(available_backends())}")
+    args.json = args.json if args.json != Path("runs/benchmarks/loaders.json") else \
+        Path("runs/benchmarks/loader_costs.json")
+    rows = run_costs(args)
+    notes = ("\nCPU ms per clip: this process and all its children (DataLoader workers, decode "
+             "children), one process reading the same clips through each layer in turn; `vs_floor` = "
+             "the layer's CPU time / the floor's, same run. `index_build_ms`: the one-off demux scan "
+             "per file on an empty index folder (then served from the index).\n")
+    paths = write_results(rows, args.json, command=args.command_line, columns=COST_COLUMNS,
+                          title="Where a clip's time goes", notes=notes)
+    print(markdown_table(rows, COST_COLUMNS))
     print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
     return 0
 

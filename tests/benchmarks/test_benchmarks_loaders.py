@@ -73,3 +73,26 @@ def test_prepared_pair_with_other_frames_is_refused(tmp_path):
         bench_main(["loaders", "--data", str(a), "--prepared", str(b), "--split", "train", "--backends",
                     "pyav", "--clips", "2", "--clip-len", "4", "--size", "0", "--workers", "0",
                     "--json", str(tmp_path / "x.json")])
+
+
+def test_costs_mode_reports_every_layer_of_every_kind_against_the_floor(tmp_path):
+    """``loaders --costs``: one row per (kind, backend, layer), CPU time per clip, the floor's
+    ratio 1, the index build apart."""
+    from accel.synth import write_index_video
+
+    long = write_index_video(tmp_path / "long.mp4", 600, width=64, height=64, gop=250)
+    out = tmp_path / "costs.json"
+    r = subprocess.run([sys.executable, "-m", "benchmarks", "loaders", "--costs", "--videos", "1",
+                        "--seconds", "2", "--clips", "2", "--long", str(long), "--long-clips", "2",
+                        "--cost-backends", "pyav", "--workers", "1", "--batch-size", "1",
+                        "--cache", str(tmp_path / "cache"), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(out.read_text())["records"]
+    assert {(row["kind"], row["layer"]) for row in rows} == {
+        (kind, layer) for kind in ("original", "prepared", "long")
+        for layer in ("floor", "reader", "dataset_inprocess", "dataset", "loader_0", "loader_1")}
+    for row in rows:
+        assert row["cpu_ms_per_clip"] >= 0 and row["wall_ms_per_clip"] > 0
+        if row["layer"] == "floor":
+            assert row["vs_floor"] == 1 and row["index_build_ms"] > 0

@@ -1,0 +1,225 @@
+"""``python -m benchmarks loaders --costs``: where a clip's time goes, against the decoder's floor.
+
+For each kind of file users have (``original``: 640x360 H.264, a keyframe every 50 frames,
+2 B-frames; ``prepared``: what ``accel.prepare`` writes, 224x128, a keyframe every 16, no
+B-frames; ``long``: one 60-minute 320x192 recording, a keyframe every 250) and each backend,
+one process reads the same clips through each layer in turn, and reports CPU time per clip
+(this process and all its children) and wall time per clip:
+
+* ``floor``: the backend's own decoder asked for the same frames with no whole-file scan
+  (PyAV: open, seek to the keyframe before each run of wanted frames, decode forward, convert
+  only the wanted frames; torchcodec: "approximate" mode), opened per clip as the loaders do;
+* ``reader``: ``open_video(path, backend).get_frames(indices)`` on the cached stream index;
+* ``dataset_inprocess``: ``VideoClipDataset(isolate_decode=False)[i]`` (sampling, no child);
+* ``dataset``: the default dataset, decoding in its watched child process;
+* ``loader_0`` / ``loader_N``: ``build_loader`` with 0 and N DataLoader workers (collate too).
+
+The one-off cost of building a file's index (a demux scan) is measured apart, on an empty
+index folder, and reported as ``index_build_ms`` per file. Ratios (``vs_floor``) are taken in
+the same run, so load on a shared machine hits both sides.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+from tqdm import tqdm
+
+from accel.data.dataset import VideoClipDataset
+from accel.data.loader import build_loader
+from accel.data.manifests import Manifest, VideoItem
+from accel.io import index_stream
+from accel.io.index_store import forget_memory
+from accel.io.pyav import shared_rgb
+
+LAYERS = ("floor", "reader", "dataset_inprocess", "dataset", "loader_0", "loader_N")
+COST_COLUMNS = ["kind", "backend", "layer", "clips", "cpu_ms_per_clip", "wall_ms_per_clip", "vs_floor",
+                "index_build_ms"]
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds of this process, its live descendants and the children it reaped."""
+    me = psutil.Process()
+    total = 0.0
+    for p in [me, *me.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:  # ended between the listing and the read
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+# ---------------------------------------------------------------------------- files
+def make_long_video(cache: Path, minutes: float) -> Path:
+    """A ``minutes``-long 320x192 H.264 recording (keyframe every 250, 30 fps), with FFmpeg's
+    command line (PyAV encoding frame by frame would take many minutes), cached."""
+    path = cache / f"long_{minutes:g}min_320x192_gop250.mp4"
+    if path.is_file():
+        return path
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("error: the long-video rows need FFmpeg's command line (apt-get install ffmpeg) "
+                         "or --long PATH")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part.mp4")
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x192:rate=30",
+                    "-t", str(minutes * 60), "-c:v", "libx264", "-preset", "veryfast", "-crf", "30",
+                    "-g", "250", "-keyint_min", "250", "-sc_threshold", "0", "-bf", "0",
+                    "-pix_fmt", "yuv420p", str(tmp)], check=True)
+    tmp.rename(path)
+    return path
+
+
+def make_prepared(originals: list[str], cache: Path) -> list[str]:
+    """The originals through ``accel.prepare``'s defaults (cached)."""
+    from accel.prepare import PrepareOptions, prepare_video
+
+    out = []
+    for src in originals:
+        dst = cache / "prepared" / Path(src).name
+        if not dst.is_file():
+            prepare_video(src, str(dst), PrepareOptions())
+        out.append(str(dst))
+    return out
+
+
+# ---------------------------------------------------------------------------- the floor
+def floor_clip(path: str, indices: list[int], backend: str, index) -> None:
+    """The backend's decoder alone on ``indices`` (sorted, distinct), no scan, opened per clip.
+    PyAV's keyframe positions and timestamps come from ``index``, an oracle built beforehand."""
+    if backend == "torchcodec":
+        from torchcodec.decoders import VideoDecoder
+
+        VideoDecoder(path, seek_mode="approximate", dimension_order="NHWC",
+                     num_ffmpeg_threads=1).get_frames_at(indices=indices)
+        return
+    import av
+
+    keys, keyframes = index.keys, np.asarray(index.keyframes)
+    wanted = set(int(keys[i]) for i in indices)
+    with av.open(path) as container:
+        stream = container.streams[index.stream]
+        position = -1
+        for i in indices:
+            keyframe = int(keyframes[np.searchsorted(keyframes, i, side="right") - 1])
+            if keyframe > position:  # a new run: seek to its keyframe
+                container.seek(int(keys[keyframe]), stream=stream, backward=True)
+                frames = container.decode(stream)
+            for frame in frames:
+                position = int(np.searchsorted(keys, frame.pts))
+                if frame.pts in wanted:
+                    frame.to_ndarray(format="rgb24") if index.plain_colour else shared_rgb(frame)
+                if position >= i:
+                    break
+
+
+# ---------------------------------------------------------------------------- one row
+def timed(clips: int, run) -> tuple[float, float]:
+    """(CPU ms, wall ms) per clip of ``run()``, which reads ``clips`` clips."""
+    cpu0, wall0 = tree_cpu_s(), time.perf_counter()
+    run()
+    return (tree_cpu_s() - cpu0) * 1e3 / clips, (time.perf_counter() - wall0) * 1e3 / clips
+
+
+def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, args) -> dict:
+    """The callables that read every clip of ``plan`` through each layer."""
+    paths = [item.path for item in manifest.items]
+    strategy = "dense" if args.kind == "long" else "uniform"
+    index = {p: index_stream(p) for p in set(paths)}
+
+    def dataset(isolate: bool):
+        ds = VideoClipDataset(manifest, clip_len=args.clip_len, strategy=strategy, backend=backend,
+                              isolate_decode=isolate, on_error="raise")
+        return lambda: ([ds[i] for i in range(len(manifest))], ds.close())
+
+    def loader(workers: int):
+        def run():
+            loaded = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
+                                  strategy=strategy, backend=backend, num_workers=workers,
+                                  on_error="raise", persistent_workers=False)
+            for _ in loaded:
+                pass
+        return run
+
+    from accel import open_video
+
+    return {
+        "floor": lambda: [floor_clip(p, sorted(set(ix)), backend, index[p]) for p, ix in zip(paths, plan)],
+        "reader": lambda: [open_video(p, backend).get_frames(ix) for p, ix in zip(paths, plan)],
+        "dataset_inprocess": dataset(False), "dataset": dataset(True),
+        "loader_0": loader(0), "loader_N": loader(args.workers),
+    }
+
+
+def clip_plan(manifest: Manifest, args) -> list[list[int]]:
+    """The frames the datasets read for each entry (epoch 0), computed the way they do."""
+    from accel.data.sampling import clip_generator, sample_indices
+
+    strategy = "dense" if args.kind == "long" else "uniform"
+    return [sample_indices(index_stream(item.path).num_frames, args.clip_len, strategy,
+                           generator=clip_generator(0, 0, i))
+            for i, item in enumerate(manifest.items)]
+
+
+def index_build_ms(paths: list[str]) -> float:
+    """Mean milliseconds to build one file's index on an empty index folder."""
+    previous = os.environ.get("VIDACCEL_INDEX_DIR")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["VIDACCEL_INDEX_DIR"] = folder
+        forget_memory()
+        t0 = time.perf_counter()
+        for p in paths:
+            index_stream(p)
+        spent = (time.perf_counter() - t0) * 1e3 / len(paths)
+    if previous is None:
+        os.environ.pop("VIDACCEL_INDEX_DIR", None)
+    else:
+        os.environ["VIDACCEL_INDEX_DIR"] = previous
+    forget_memory()
+    return spent
+
+
+def run_kind(kind: str, paths: list[str], args) -> list[dict]:
+    args.kind = kind
+    manifest = Manifest([VideoItem(p, 0) for p in paths], ["all"])
+    build_ms = index_build_ms(sorted(set(paths)))
+    for p in set(paths):
+        index_stream(p)  # the index every layer then reads (in memory and on disk)
+    plan = clip_plan(manifest, args)
+    rows = []
+    for backend in args.cost_backends:
+        runs = layer_runs(manifest, plan, backend, args)
+        runs["reader"]()  # warm: imports, page cache
+        floor_cpu = None
+        for layer in tqdm(LAYERS, desc=f"{kind} {backend}", unit="layer", leave=False):
+            cpu, wall = timed(len(plan), runs[layer])
+            floor_cpu = cpu if layer == "floor" else floor_cpu
+            rows.append({"kind": kind, "backend": backend,
+                         "layer": layer.replace("_N", f"_{args.workers}"), "clips": len(plan),
+                         "cpu_ms_per_clip": cpu, "wall_ms_per_clip": wall,
+                         "vs_floor": cpu / floor_cpu if floor_cpu else None,
+                         "index_build_ms": build_ms if layer == "floor" else None})
+    return rows
+
+
+def run_costs(args) -> list[dict]:
+    from benchmarks.loaders import make_benchmark_data
+
+    originals = sorted(str(p) for p in (make_benchmark_data(args.cache, 50, videos=args.videos,
+                                                            seconds=args.seconds) / "bench").glob("*.mp4"))
+    kinds = {"original": originals, "prepared": make_prepared(originals, args.cache / "costs")}
+    long = args.long or make_long_video(args.cache, args.long_minutes)
+    kinds["long"] = [str(long)] * args.long_clips
+    reps = max(1, args.clips // max(1, len(originals)))
+    kinds["original"] = originals * reps
+    kinds["prepared"] = kinds["prepared"] * reps
+    rows = []
+    for kind, paths in kinds.items():
+        rows += run_kind(kind, paths, args)
+    return rows

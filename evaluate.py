@@ -62,6 +62,8 @@ def get_args_parser() -> Parser:
     p.add("--exported", help="the exported file for --runtime (default: export now to log_dir)")
     p.add("--decoder", choices=LOADER_BACKENDS,
           help="video decoder (default: the one training used; dali becomes auto off CUDA)")
+    p.add("--no_autorotate", dest="autorotate", action="store_false", default=None,
+          help="frames as stored, not turned upright by a display matrix (default: as training did)")
     p.add("--test_sampling", "--sampling", choices=STRATEGIES, help="clip sampling (default: training's)")
     p.add("--batch_size", "-b", type=positive_int, help="default: training's evaluation batch size")
     p.add("--num_workers", "--workers", "-j", type=non_negative_int)
@@ -160,7 +162,7 @@ def main(args) -> dict:
         overrides = {"sampling": args.test_sampling, "batch_size": args.batch_size,
                      "num_workers": args.num_workers, "backend": args.decoder,
                      "video_stride": args.video_stride, "window_stride": args.window_stride,
-                     "max_windows": args.max_windows}
+                     "max_windows": args.max_windows, "rotate": args.autorotate}
         e.update({k: v for k, v in overrides.items() if v is not None})
         if e.get("backend") == "dali" and device.type != "cuda":
             e["backend"] = "auto"  # trained with NVDEC, evaluated here on the CPU decoders

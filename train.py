@@ -125,6 +125,8 @@ def add_data_args(g) -> None:
     g.add("--decoder", "--backend", choices=LOADER_BACKENDS, default="auto",
           help="video decoder (default auto: DALI (NVDEC) when training on CUDA with DALI installed, "
                f"else the first installed of {', '.join(AUTO_ORDER)}); --backend is its old name")
+    g.add_flag("--autorotate", True, "turn phone videos upright by their display matrix, as players do "
+               "(default; --no_autorotate: frames as stored)")
     g.add("--num_workers", "--workers", "-j", type=non_negative_int, default=2)
     g.add("--on_error", choices=ON_ERROR, default="skip",
           help="an undecodable file is skipped and listed (default) or stops the run")
@@ -612,7 +614,8 @@ def build_data(args, s: Setup) -> Data:
         # to (it also replaces a decode child after recycle_after_clips clips or
         # recycle_rss_growth_mb of growth). Not for the seed: each index carries its epoch
         # (EpochSampler). Kept False, the behaviour the scripts have always had.
-        persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device)
+        persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device,
+        rotate=args.autorotate)
     if len(train_loader) == 0:
         fail(PROG, "no training batches")
     model = s.model
@@ -643,7 +646,7 @@ def eval_settings(args, sampling: str, model: nn.Module, video_level: bool) -> E
         backend=args.decoder, frame_size=(args.decode_size, args.decode_size), seed=args.seed,
         mean=data_config.mean, std=data_config.std,
         video_level=video_level, video_stride=args.video_stride, window_stride=args.window_stride,
-        max_windows=args.max_windows)
+        max_windows=args.max_windows, rotate=args.autorotate)
 
 
 # --------------------------------------------------------------------------- model and optimiser

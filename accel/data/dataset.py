@@ -155,6 +155,7 @@ class VideoClipDataset(DecodesInChild, torch.utils.data.Dataset):
     recycle_after_clips: int | None = 1000
     recycle_rss_growth_mb: float | None = 256.0
     isolate_decode: bool = True
+    rotate: bool = True  # frames as displayed (the display matrix applied); False: as stored
     epoch: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +180,7 @@ class VideoClipDataset(DecodesInChild, torch.utils.data.Dataset):
 
     def open_reader(self, path: str) -> VideoReader:
         """The reader for one sample (a subclass may read differently, e.g. benchmarks)."""
-        return open_sample(path, self.backend)
+        return open_sample(path, self.backend, rotate=self.rotate)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | SkippedSample:
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)

@@ -115,7 +115,7 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                  dataset_type: type[VideoClipDataset] = VideoClipDataset,
                  dali_device: str | None = None, recycle_after_clips: int | None = 1000,
                  recycle_rss_growth_mb: float | None = 256.0,
-                 dali_augment: DaliAugment | None = None) -> ClipLoader | DaliClipLoader:
+                 dali_augment: DaliAugment | None = None, rotate: bool = True) -> ClipLoader | DaliClipLoader:
     """A loader of uint8 channels-last clip batches from ``manifest``.
 
     ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
@@ -133,6 +133,10 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
     skipped, and the child is replaced after ``recycle_after_clips`` clips or
     ``recycle_rss_growth_mb`` of growth, which keeps ``persistent_workers=True`` bounded in
     memory with every backend (see :class:`~accel.data.dataset.VideoClipDataset`).
+
+    ``rotate``: frames as displayed, the display matrix of phone videos applied (default);
+    False gives them as stored. DALI sends rotated files to its CPU fallback, which turns
+    them upright.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -157,7 +161,7 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                            short=short, backend=chosen, frame_size=frame_size,
                            on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed,
                            recycle_after_clips=recycle_after_clips,
-                           recycle_rss_growth_mb=recycle_rss_growth_mb)
+                           recycle_rss_growth_mb=recycle_rss_growth_mb, rotate=rotate)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..io.frames import open_sample
 from .batch import ClipBatch
 from .dataset import DecodesInChild, resize_frames
 from .loader import ClipLoader, choose_backend
@@ -43,6 +44,7 @@ class VideoWindowsDataset(DecodesInChild, Dataset):
     recycle_after_clips: int | None = 1000
     recycle_rss_growth_mb: float | None = 256.0
     isolate_decode: bool = True
+    rotate: bool = True  # frames as displayed (the display matrix applied); False: as stored
 
     def __post_init__(self) -> None:
         if self.clip_len < 1:
@@ -73,7 +75,8 @@ class VideoWindowsDataset(DecodesInChild, Dataset):
             wins.extend(self.windows(num_frames))
             return [i for w in wins for i in w]
 
-        read = read_frames(item.path, self.backend, choose, on_error=self.on_error)
+        read = read_frames(item.path, self.backend, choose, on_error=self.on_error,
+                           open_reader=lambda path, backend: open_sample(path, backend, rotate=self.rotate))
         if isinstance(read, SkippedSample):
             return read
         frames, _ = read
@@ -108,10 +111,10 @@ def build_window_loader(manifest: Manifest, *, clip_len: int, videos_per_batch: 
                         stride: int | None = None, window_stride: int | None = None,
                         max_windows: int | None = None, frame_size=None, backend: str = "auto",
                         num_workers: int = 0, sampler: Sampler | None = None,
-                        on_error: str = "skip") -> ClipLoader:
+                        on_error: str = "skip", rotate: bool = True) -> ClipLoader:
     chosen, why = choose_backend(backend)
     dataset = VideoWindowsDataset(manifest, clip_len, stride, window_stride, max_windows,
-                                  backend=chosen, frame_size=frame_size, on_error=on_error)
+                                  backend=chosen, frame_size=frame_size, on_error=on_error, rotate=rotate)
     loader = DataLoader(dataset, batch_size=videos_per_batch, sampler=sampler, shuffle=False,
                         num_workers=num_workers, collate_fn=collate_windows,
                         pin_memory=torch.cuda.is_available())

@@ -32,8 +32,9 @@ class FrameFolderReader(VideoReader):
         return torch.stack(frames).permute(0, 2, 3, 1).contiguous()
 
 
-def open_sample(path: str, backend: str) -> VideoReader:
-    """A video file through ``backend``, or a frame folder."""
+def open_sample(path: str, backend: str, *, rotate: bool = True) -> VideoReader:
+    """A video file through ``backend`` (turned upright by its display matrix unless
+    ``rotate=False``), or a frame folder."""
     if Path(path).is_dir():
         return FrameFolderReader(path)
-    return open_video(path, backend)
+    return open_video(path, backend, rotate=rotate)

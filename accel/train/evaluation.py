@@ -94,13 +94,14 @@ class EvalSettings:
     video_stride: int | None = None
     window_stride: int | None = None
     max_windows: int | None = 16
+    rotate: bool = True  # frames as displayed (display matrix applied); False: as stored
 
 
 def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None) -> ClipLoader:
     loader = build_loader(manifest, batch_size=s.batch_size, clip_len=s.clip_len, strategy=s.sampling,
                           frame_size=s.frame_size, backend=s.backend, num_workers=s.num_workers,
                           shuffle=False, sampler=sampler, drop_last=False, persistent_workers=False,
-                          seed=s.seed)
+                          seed=s.seed, rotate=s.rotate)
     loader.set_epoch(0)
     return loader
 
@@ -122,7 +123,7 @@ def evaluate_videos(fwd, manifest: Manifest, s: EvalSettings, device: torch.devi
                                  videos_per_batch=max(1, s.batch_size // 2), stride=s.video_stride,
                                  window_stride=s.window_stride, max_windows=s.max_windows,
                                  frame_size=s.frame_size, backend=s.backend,
-                                 num_workers=s.num_workers, sampler=sampler)
+                                 num_workers=s.num_workers, sampler=sampler, rotate=s.rotate)
     transform = ClipTransform(s.size, train=False, mean=tuple(s.mean), std=tuple(s.std))
     return predict(fwd, loader, device, transform, chunk=s.batch_size, info=info, progress=progress)
 

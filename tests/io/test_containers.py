@@ -181,3 +181,22 @@ def test_the_loaders_and_prepare_accept_transport_and_program_streams(matrix, tm
     for item in load_manifest(tmp_path / "dst", "train").items:
         source = next(matrix[n] for n in names if item.path.endswith(n))
         assert len(open_video(item.path, "pyav")) == len(source[1]), item.path
+
+
+def test_datasets_and_scripts_take_the_rotation_switch(matrix):
+    from accel import load_manifest  # noqa: F401 - the public path users take
+    from accel.data.dataset import VideoClipDataset
+    from accel.data.manifests import Manifest, VideoItem
+    from tests.conftest import load_script
+
+    path, reference = matrix["rotated90.mp4"]
+    manifest = Manifest([VideoItem(str(path), 0)], ["phone"])
+    shown = VideoClipDataset(manifest, clip_len=4, backend="pyav", isolate_decode=False)[0]["clip"]
+    stored = VideoClipDataset(manifest, clip_len=4, backend="pyav", isolate_decode=False, rotate=False)[0]["clip"]
+    assert tuple(shown.shape[1:3]) == reference.shape[1:3] and tuple(stored.shape[1:3]) == reference.shape[2:0:-1]
+    train = load_script("train")
+    assert train.get_args_parser().parse_args(["--data_dir", "d", "--no_autorotate"]).autorotate is False
+    assert train.get_args_parser().parse_args(["--data_dir", "d"]).autorotate is True
+    evaluate = load_script("evaluate")
+    assert evaluate.get_args_parser().parse_args(["--checkpoint", "c.pt", "--data_dir", "d",
+                                                  "--no_autorotate"]).autorotate is False

@@ -29,11 +29,14 @@ class DecordReader(VideoReader):
         if why:
             return self._use_pyav(why)
         # decord.DECORDError: e.g. no AV1 decoder in decord's bundled FFmpeg
-        self._vr = self._native_or_pyav(index, decord.DECORDError, lambda: decord.VideoReader(
+        # decord scans the whole file on open: another reader's handle saves that (accel.io.handles)
+        self._vr = self._pooled() or self._native_or_pyav(index, decord.DECORDError, lambda: decord.VideoReader(
             self._native_path(), ctx=decord.cpu(0), num_threads=self.threads))
         self._native_rotation = index.rotation  # decord 0.6 applies the display matrix itself
 
     def close(self) -> None:
+        if self._opened and self._delegate is None and getattr(self, "_vr", None) is not None:
+            self._keep(self._vr, lambda handle: None)  # freed when dropped
         self._vr = None
         super().close()
 

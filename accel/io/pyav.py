@@ -25,12 +25,16 @@ class PyAVReader(VideoReader):
 
     def _open(self) -> None:
         index = self._set_index(self.known_index or index_stream(self.path, self.stream))
-        self._container = open_container(self.path)
-        try:
-            self._prepare_stream()
-        except BaseException:
-            self._container.close()
-            raise
+        pooled = self._pooled()
+        if pooled is not None:  # another reader's open demuxer and decoder (see accel.io.handles)
+            self._container, self._stream = pooled
+        else:
+            self._container = open_container(self.path)
+            try:
+                self._prepare_stream()
+            except BaseException:
+                self._container.close()
+                raise
         self._delay = self._decoder_delay() if index.decode_order else 0
 
     def _prepare_stream(self) -> None:
@@ -63,7 +67,8 @@ class PyAVReader(VideoReader):
 
     def close(self) -> None:
         if self._opened:
-            self._container.close()
+            self._keep((self._container, self._stream), lambda handle: handle[0].close())
+            self._container = self._stream = None
         super().close()
 
     def _keyframe_before(self, index: int) -> int:
@@ -85,6 +90,7 @@ class PyAVReader(VideoReader):
         decode_order = self._index.decode_order
         skip = bool(wanted) and self.threads == 1 and not decode_order
         ctx = self._stream.codec_context
+        ctx.skip_frame = "DEFAULT"  # a reused decoder may have been left skipping
         previous = None  # decode order: index of the last frame put out
         fed = int(keys[keyframe])  # decode order: dts of the last packet fed
         for packet in self._packets_from(keyframe):

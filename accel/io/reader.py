@@ -23,7 +23,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .handles import HANDLES
 from .index import StreamIndex, VideoDecodeError
+from .index_store import file_key
 
 
 class VideoReader(abc.ABC):
@@ -42,6 +44,7 @@ class VideoReader(abc.ABC):
         self._delegate: VideoReader | None = None
         self._fd: int | None = None
         self._native_rotation = 0  # degrees the backend's own decoder already turned the frames
+        self._broken = False  # a read failed: the handle is closed, not kept for the next reader
 
     def _native_path(self) -> str:
         """A name for the file that C libraries taking UTF-8 strings can open.
@@ -105,6 +108,23 @@ class VideoReader(abc.ABC):
                                     rotate=False)  # rotated once, by the reader asked
         self._delegate.known_index = self._index  # scanned already: PyAV need not scan again
         self._delegate._ensure_open()
+
+    def _pooled(self):
+        """An open handle another reader of this file version left (None: open one); what
+        makes a handle reusable is its process, backend, file version, stream and threads."""
+        try:
+            self._key = (os.getpid(), self.backend, *file_key(self.path), self._index.stream, self.threads)
+        except OSError:  # gone since it was indexed: open (and fail) as usual
+            self._key = None
+            return None
+        return HANDLES.take(self._key)
+
+    def _keep(self, handle, close) -> None:
+        """Hand ``handle`` on to the next reader of this file, or close it if a read failed."""
+        if self._broken or getattr(self, "_key", None) is None:
+            close(handle)
+        else:
+            HANDLES.give(self._key, handle, close)
 
     def _native_or_pyav(self, index: StreamIndex, errors, make):
         """The backend's own decoder from ``make()``, or None after handing the file to PyAV
@@ -183,8 +203,10 @@ class VideoReader(abc.ABC):
         try:
             frames = reader._read_sorted(unique)
         except (VideoDecodeError, IndexError):
+            reader._broken = True
             raise
         except Exception as e:
+            reader._broken = True
             raise VideoDecodeError(self.path, f"decode failed ({type(e).__name__}: {e})") from e
         if not (unique.size == idx.size and np.array_equal(unique, idx)):
             frames = frames[torch.from_numpy(inverse)]  # (else already in the order asked)

@@ -31,11 +31,14 @@ class TorchCodecReader(VideoReader):
         if why:
             return self._use_pyav(why)
         self._exact = None
-        # Exception: a codec the system FFmpeg lacks raises torchcodec's own types.
         exact = index.leading_frames or not index.constant_rate
-        self._decoder = self._native_or_pyav(index, Exception, lambda: self._make_decoder(exact=exact))
-        if self._decoder is not None and exact:
-            self._exact = self._decoder
+        pooled = self._pooled()  # another reader's decoders of this file (see accel.io.handles)
+        if pooled is not None:
+            self._decoder, self._exact = pooled
+        else:  # Exception: a codec the system FFmpeg lacks raises torchcodec's own types.
+            self._decoder = self._native_or_pyav(index, Exception, lambda: self._make_decoder(exact=exact))
+            if self._decoder is not None and exact:
+                self._exact = self._decoder
         if self._decoder is not None and getattr(self._decoder.metadata, "rotation", None) is not None:
             self._native_rotation = index.rotation  # torchcodec >= 0.8 applies the display matrix
 
@@ -50,6 +53,8 @@ class TorchCodecReader(VideoReader):
         return VideoDecoder(self._native_path(), seek_mode="approximate", **common)  # type: ignore[arg-type]
 
     def close(self) -> None:
+        if self._opened and self._delegate is None and self._decoder is not None:
+            self._keep((self._decoder, self._exact), lambda handle: None)  # freed when dropped
         self._decoder = self._exact = None
         super().close()
 

@@ -4,13 +4,17 @@
     python -m benchmarks.decode_child --backends pyav,torchcodec --clips 50
 
 The three are timed clip by clip in turn (bare, in-process, child for clip 1, then clip 2...),
-so load on a shared machine hits all three alike and the ratios hold within one run. Files:
+so load on a shared machine hits all three alike and the ratios hold within one run. Wall
+time (median) shows what a clip waits; CPU time (mean; the child's own included) shows what it
+costs: on a loaded machine each hand-over between processes can wait for a time slice, which
+costs the clip wall time but leaves the CPU to other work. Files:
 ``prepared`` (224x128 H.264, keyframe every 16, no B-frames, 300 frames, 16-frame uniform clips:
 what ``accel.prepare`` writes) and ``tiny`` (64x64, 50 frames, 8-frame clips).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -41,6 +45,22 @@ def make_files(root: Path, kind: str, *, videos: int = 4) -> Path:
     return root / kind
 
 
+def children_cpu_s() -> dict[int, float]:
+    """CPU seconds (user + system) of each live child of this process, by pid (Linux /proc)."""
+    me, ticks, out = os.getpid(), os.sysconf("SC_CLK_TCK"), {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[1]) == me:  # ppid
+            out[int(name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return out
+
+
 def measure(data: Path, kind: str, backend: str, *, clips: int, warmup: int = 5) -> dict:
     """Median and mean ms per clip of each mode, and the child's overhead over in-process."""
     clip_len = KINDS[kind][4]
@@ -57,18 +77,28 @@ def measure(data: Path, kind: str, backend: str, *, clips: int, warmup: int = 5)
     calls = {"bare": bare, "in_process": lambda i: in_process[i]["clip"],
              "child": lambda i: child[i]["clip"]}
     times: dict[str, list[float]] = {m: [] for m in MODES}
+    cpu = dict.fromkeys(MODES, 0.0)
     for n in range(warmup + clips):
         i = n % len(paths)
+        if n == warmup:
+            decode_cpu = children_cpu_s()  # the child only works inside child calls
         for mode in MODES:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             calls[mode](i)
             if n >= warmup:
                 times[mode].append((time.perf_counter() - t0) * 1e3)
+                cpu[mode] += time.process_time() - c0
+    after = children_cpu_s()
     child.close()
     row: dict = {"kind": kind, "backend": backend, "clips": clips}
     for mode in MODES:
         row[f"{mode}_ms"] = round(statistics.median(times[mode]), 2)
-        row[f"{mode}_mean_ms"] = round(statistics.fmean(times[mode]), 2)
+        row[f"{mode}_cpu_ms"] = round(cpu[mode] / clips * 1e3, 2)
+    if after.keys() == decode_cpu.keys():  # the same child all along: its CPU counts too
+        row["child_cpu_ms"] = round(row["child_cpu_ms"] + sum(after[p] - decode_cpu[p] for p in after)
+                                    / clips * 1e3, 2)
+    else:  # replaced mid-run (recycled): its CPU is not known
+        row["child_cpu_ms"] = None
     row["child_over_in_process_ms"] = round(row["child_ms"] - row["in_process_ms"], 2)
     row["child_over_bare"] = round(row["child_ms"] / row["bare_ms"], 3)
     return row
@@ -92,13 +122,16 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--kinds: unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
-        print("kind      backend     bare_ms  in_process_ms  child_ms  child-in_process_ms  child/bare")
+        columns = ["kind", "backend", "bare_ms", "in_process_ms", "child_ms",
+                   "child_over_in_process_ms", "child_over_bare",
+                   "bare_cpu_ms", "in_process_cpu_ms", "child_cpu_ms"]
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
         for kind in kinds:
             data = make_files(cache, kind)
             for backend in args.backends.split(","):
                 r = measure(data, kind, backend, clips=args.clips)
-                print(f"{kind:<9} {backend:<11} {r['bare_ms']:>7} {r['in_process_ms']:>14} "
-                      f"{r['child_ms']:>9} {r['child_over_in_process_ms']:>20} {r['child_over_bare']:>11}")
+                print("| " + " | ".join(str(r[c]) for c in columns) + " |", flush=True)
     return 0
 
 

@@ -282,7 +282,10 @@ class DecodeProcess:
             self.prepare()
             self.prepare = None
         if self._shared is None and SharedBuffer.available():
-            self._shared = SharedBuffer()
+            try:
+                self._shared = SharedBuffer()
+            except OSError:  # out of file descriptors or memory: replies use the pipe
+                pass
         parent_end, child_end = Pipe(duplex=True)
         parent = os.getpid()
         with warnings.catch_warnings():  # 3.12+ warns on fork with threads; see the module doc

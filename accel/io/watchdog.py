@@ -109,7 +109,7 @@ class SharedBuffer:
         if self.map is None or len(self.map) < size:
             have = os.fstat(self.fd).st_size
             if have < size:  # reserve the pages now: an OSError here, not a SIGBUS on write
-                have = -(-max(size, 2 * have) // _PAGE) * _PAGE
+                have = -(-max(size, min(2 * have, SHARED_MAX_BYTES)) // _PAGE) * _PAGE
                 os.posix_fallocate(self.fd, 0, have)
             if self.map is not None:
                 self.map.close()
@@ -143,7 +143,7 @@ class SharedBuffer:
             with memoryview(self._mapped(total)) as source:
                 offset = 0
                 for n, a in zip(lengths, out):
-                    a.data.cast("B")[:] = source[offset:offset + n]
+                    a.data[:] = source[offset:offset + n]
                     offset += _aligned(n)
         return out
 

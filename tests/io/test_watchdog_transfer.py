@@ -233,3 +233,17 @@ def test_a_crashing_decoder_is_a_skip_and_the_next_clip_is_right(index_videos):
         assert [read_frame_index(f) for f in good["clip"].numpy()] == good["indices"].tolist()
     finally:
         ds.close()
+
+
+def test_window_dataset_through_the_child_equals_in_process(index_videos):
+    from accel.data.windows import VideoWindowsDataset
+
+    child = VideoWindowsDataset(index_videos, clip_len=4, backend="pyav")
+    plain = VideoWindowsDataset(index_videos, clip_len=4, backend="pyav", isolate_decode=False)
+    try:
+        for i in range(len(index_videos)):
+            a, b = child[i], plain[i]
+            assert a["clip"].shape == b["clip"].shape and a["clip"].shape[1:] == (4, 48, 64, 3)
+            assert torch.equal(a["clip"], b["clip"]) and torch.equal(a["indices"], b["indices"])
+    finally:
+        child.close()

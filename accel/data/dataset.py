@@ -83,7 +83,8 @@ class DecodesInChild:
         return proc
 
     def _load_for_wire(self, *args):
-        """``_load`` with tensors as numpy arrays: they pickle as one buffer each."""
+        """``_load`` with tensors as numpy arrays: their data then travels out of band, through
+        the decode process's shared buffer, not through the pipe."""
         out = self._load(*args)
         if isinstance(out, dict):
             out = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in out.items()}

@@ -11,6 +11,13 @@ replaced after ``max_calls`` calls or once its resident anonymous memory (RSS le
 file-backed pages the kernel may drop) has grown ``max_rss_growth_mb`` past its size after
 the first call.
 
+What crosses the pipe is small: the call's arguments, and a reply pickled with its arrays'
+data out of band (pickle protocol 5). That data travels through a :class:`SharedBuffer`, a
+memory file both processes map: the child writes it there, the parent copies each array out
+once (so the next reply may overwrite the buffer), and the pipe carries only the header. The
+memory check reads ``/proc/self/statm`` (microseconds), not ``smaps_rollup``, which walks every
+mapping: 15-19 ms per call in a torch process, more than many clips take to decode.
+
 The child is forked, not spawned: it starts in milliseconds with the caller's imports and
 objects (the dataset, a monkeypatched test double), and works from inside DataLoader workers,
 which as daemonic processes may not start ``multiprocessing`` children. It opens its own
@@ -19,15 +26,23 @@ decoder handles, so nothing a fork must not share (decord's reader) crosses it.
 from __future__ import annotations
 
 import gc
+import mmap
 import os
 import pickle
 import signal
 import sys
 import warnings
 from multiprocessing.connection import Connection, Pipe
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
+
+import numpy as np
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# A reply whose arrays hold more than this goes through the pipe instead: the buffer keeps
+# its largest size for the life of the process, which a rare huge reply (every window of a
+# long video) should not set. Above this size the decode dwarfs the pipe's extra copies.
+SHARED_MAX_BYTES = 64 * 2**20
+_ALIGN = 64  # each array's data starts on a cache line
 
 
 class CallTimeout(TimeoutError):
@@ -52,15 +67,113 @@ def rss_mb(pid: int | None = None) -> float:
 def anon_mb() -> float:
     """This process's resident anonymous memory in MiB: what a leak grows. Plain RSS also
     counts file-backed pages (shared libraries), which the kernel reclaims and refaults at
-    will and which would hide or fake growth; without swap anonymous pages only grow."""
+    will and which would hide or fake growth, and shared memory (the reply buffer); without
+    swap anonymous pages only grow.
+
+    statm's resident less shared is the kernel's anonymous-page counter (``RssAnon``), the
+    figure ``smaps_rollup``'s ``Anonymous`` adds up mapping by mapping (they agree to the KiB;
+    kernels before 6.2 cache up to 64 pages per thread in it), read in microseconds."""
     try:
-        with open("/proc/self/smaps_rollup") as f:
-            for line in f:
-                if line.startswith("Anonymous:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:  # not Linux, or a kernel before 4.14
-        pass
-    return rss_mb()
+        with open("/proc/self/statm") as f:
+            fields = f.read().split()
+        return (int(fields[1]) - int(fields[2])) * _PAGE / 2**20
+    except OSError:  # not Linux
+        return rss_mb()
+
+
+def _aligned(n: int) -> int:
+    return -(-n // _ALIGN) * _ALIGN
+
+
+class SharedBuffer:
+    """A growable memory file (Linux ``memfd``) that a :class:`DecodeProcess` and each child
+    it forks map: the child writes a reply's array data into it, the parent copies it out.
+
+    It grows (never shrinks) to the largest reply up to :data:`SHARED_MAX_BYTES`, so after the
+    first few clips no call allocates or faults a page in it; its pages are shared memory, so
+    the children's anonymous-memory check does not count them. Only one side uses it at a
+    time: the child writes while it serves a call, the parent reads after the answer and
+    before the next call (a killed child is reaped before another starts).
+    """
+
+    def __init__(self) -> None:
+        self.fd = os.memfd_create("vidaccel-decode", os.MFD_CLOEXEC)
+        self.map: mmap.mmap | None = None
+
+    @staticmethod
+    def available() -> bool:
+        return hasattr(os, "memfd_create") and hasattr(os, "posix_fallocate")
+
+    def _mapped(self, size: int) -> mmap.mmap:
+        """A mapping of at least ``size`` bytes; the file grows when it is smaller (child)."""
+        if self.map is None or len(self.map) < size:
+            have = os.fstat(self.fd).st_size
+            if have < size:  # reserve the pages now: an OSError here, not a SIGBUS on write
+                have = -(-max(size, min(2 * have, SHARED_MAX_BYTES)) // _PAGE) * _PAGE
+                os.posix_fallocate(self.fd, 0, have)
+            if self.map is not None:
+                self.map.close()
+            self.map = mmap.mmap(self.fd, have)
+        return self.map
+
+    def write(self, buffers: Sequence[pickle.PickleBuffer]) -> list[int] | None:
+        """Copy each buffer's bytes in, one after another; their lengths, or None when
+        they are too many bytes to keep here (or the buffer cannot grow)."""
+        views = [b.raw() for b in buffers]
+        total = sum(_aligned(v.nbytes) for v in views)
+        if total > SHARED_MAX_BYTES:
+            return None
+        if total:
+            try:
+                region = self._mapped(total)
+            except OSError:
+                return None
+            with memoryview(region) as target:
+                offset = 0
+                for v in views:
+                    target[offset:offset + v.nbytes] = v
+                    offset += _aligned(v.nbytes)
+        return [v.nbytes for v in views]
+
+    def read(self, lengths: Sequence[int]) -> list[np.ndarray]:
+        """Fresh copies of the buffers the child wrote: nothing handed out aliases the file."""
+        out = [np.empty(n, np.uint8) for n in lengths]
+        total = sum(_aligned(n) for n in lengths)
+        if total:
+            with memoryview(self._mapped(total)) as source:
+                offset = 0
+                for n, a in zip(lengths, out):
+                    a.data[:] = source[offset:offset + n]
+                    offset += _aligned(n)
+        return out
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def encode_reply(reply: tuple[bool, Any], retire: bool, shared: SharedBuffer | None) -> bytes:
+    """The child's answer: ``(pickled reply, array lengths, retire)``, with the arrays' data
+    in ``shared``, or all in the pickle (no shared buffer, or too large to keep there)."""
+    if shared is not None:
+        buffers: list[pickle.PickleBuffer] = []
+        body = pickle.dumps(reply, protocol=5, buffer_callback=buffers.append)
+        lengths = shared.write(buffers) if buffers else []
+        if lengths is not None:
+            return pickle.dumps((body, lengths, retire), protocol=5)
+    return pickle.dumps((pickle.dumps(reply, protocol=5), [], retire), protocol=5)
+
+
+def decode_reply(message: bytes, shared: SharedBuffer | None) -> tuple[bool, Any, bool]:
+    """``(ok, value, retire)`` from :func:`encode_reply`'s message, arrays copied out."""
+    body, lengths, retire = pickle.loads(message)
+    buffers = shared.read(lengths) if lengths and shared is not None else None
+    ok, value = pickle.loads(body, buffers=buffers)
+    return ok, value, retire
 
 
 def _die_with_parent(parent: int) -> None:
@@ -87,7 +200,8 @@ def _single_threaded() -> None:
         torch.set_num_threads(1)
 
 
-def _serve(fn: Callable[..., Any], conn: Connection, max_rss_growth_mb: float | None) -> None:
+def _serve(fn: Callable[..., Any], conn: Connection, max_rss_growth_mb: float | None,
+           shared: SharedBuffer | None) -> None:
     """The child's loop: answer ``(ok, value, retire)`` to each request until EOF or None."""
     baseline = None
     while True:
@@ -107,9 +221,9 @@ def _serve(fn: Callable[..., Any], conn: Connection, max_rss_growth_mb: float | 
             baseline = now if baseline is None else baseline
             retire = now - baseline > max_rss_growth_mb
         try:
-            payload = pickle.dumps((*reply, retire), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = encode_reply(reply, retire, shared)
         except Exception as e:  # noqa: BLE001 - an exception that does not pickle
-            payload = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}"), retire))
+            payload = encode_reply((False, RuntimeError(f"{type(e).__name__}: {e}")), retire, None)
         conn.send_bytes(payload)
         if retire:
             return
@@ -122,8 +236,13 @@ class DecodeProcess:
       call forks a new one;
     * a child that dies mid-call raises :class:`ChildDied` (and is replaced);
     * an exception raised by ``fn`` is raised here;
-    * the child is replaced after ``max_calls`` calls, or after a call that left its RSS
-      more than ``max_rss_growth_mb`` above its RSS after its first call.
+    * the child is replaced after ``max_calls`` calls, or after a call that left its
+      anonymous memory (:func:`anon_mb`) more than ``max_rss_growth_mb`` above its size after
+      its first call.
+
+    Arrays in the returned value (numpy, contiguous) come back through a
+    :class:`SharedBuffer` as fresh copies; the rest of it, and the arguments, are pickled on
+    the pipe, so keep them small.
 
     ``prepare`` runs once in this process before the first fork (import the decoder module
     here, so each new child does not pay for it). Belongs to the process that made it: a
@@ -147,15 +266,26 @@ class DecodeProcess:
         self._pid: int | None = None
         self._conn: Connection | None = None
         self._calls = 0
+        self._shared: SharedBuffer | None = None  # made with the first child, kept across children
 
     @property
     def pid(self) -> int | None:
         return self._pid
 
+    @property
+    def buffer_bytes(self) -> int:
+        """The size of the shared reply buffer (0: none yet, or not Linux)."""
+        return os.fstat(self._shared.fd).st_size if self._shared is not None else 0
+
     def _start(self) -> None:
         if self.prepare is not None:
             self.prepare()
             self.prepare = None
+        if self._shared is None and SharedBuffer.available():
+            try:
+                self._shared = SharedBuffer()
+            except OSError:  # out of file descriptors or memory: replies use the pipe
+                pass
         parent_end, child_end = Pipe(duplex=True)
         parent = os.getpid()
         with warnings.catch_warnings():  # 3.12+ warns on fork with threads; see the module doc
@@ -171,7 +301,7 @@ class DecodeProcess:
                 parent_end.close()
                 _die_with_parent(parent)
                 _single_threaded()
-                _serve(self.fn, child_end, self.max_rss_growth_mb)
+                _serve(self.fn, child_end, self.max_rss_growth_mb, self._shared)
             except BaseException:  # noqa: BLE001 - never return into the parent's code
                 code = 1
             finally:
@@ -227,11 +357,12 @@ class DecodeProcess:
             self._replace(kill=True)
             raise CallTimeout(f"no answer within {self.timeout_s:g} s")
         try:
-            ok, value, retire = pickle.loads(conn.recv_bytes())
+            message = conn.recv_bytes()
         except (EOFError, OSError):
             status = self._exit_status()
             self._replace(kill=True)
             raise ChildDied(f"decoder process died ({status})") from None
+        ok, value, retire = decode_reply(message, self._shared)
         self._calls += 1
         if retire or (self.max_calls is not None and self._calls >= self.max_calls):
             self._replace(kill=False)
@@ -256,9 +387,13 @@ class DecodeProcess:
         return f"exit status {os.WEXITSTATUS(status)}"
 
     def close(self) -> None:
-        """End the child (only in the process that owns it)."""
+        """End the child and free the reply buffer (only in the process that owns them); a
+        later call starts afresh."""
         if os.getpid() == self.owner:
             self._stop(kill=False)
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
 
     def __del__(self) -> None:
         try:

@@ -21,9 +21,10 @@ import numpy as np
 
 from ..data.dali.probe import probe_video
 from ..data.manifests import explain_skip
+from ..io import index_stream
 from ..io.decord import decord_reason
 from ..io.frames import FRAME_EXTENSIONS
-from ..io.index import StreamIndex, VideoDecodeError, index_stream
+from ..io.index import StreamIndex, VideoDecodeError
 from ..io.reader import pyav_only_reason
 from .layout import Entry
 

@@ -13,7 +13,7 @@ class DecordReader(VideoReader):
     """decord: its own frame index and accurate seeking, batched ``get_batch``.
 
     decord 0.6 cannot choose a stream, converts colour its own way and mis-seeks in some
-    streams; files where that matters go to PyAV (see :func:`decord_reason`).
+    streams; files where that matters go to PyAV (see :func:`_decord_reason`).
     """
 
     backend = "decord"
@@ -22,7 +22,7 @@ class DecordReader(VideoReader):
         import decord
 
         index = self._set_index(index_stream(self.path, self.stream))
-        why = pyav_only_reason(index) or decord_reason(index)
+        why = pyav_only_reason(index) or _decord_reason(index)
         if why:
             return self._use_pyav(why)
         # decord.DECORDError: e.g. no AV1 decoder in decord's bundled FFmpeg
@@ -37,9 +37,7 @@ class DecordReader(VideoReader):
         return torch.from_numpy(self._vr.get_batch(indices.tolist()).asnumpy())
 
 
-def decord_reason(index: StreamIndex) -> str | None:
-    """Why decord itself (beyond :func:`pyav_only_reason`) would not return this stream's
-    exact frames, so the file goes to PyAV; None when decord reads it."""
+def _decord_reason(index: StreamIndex) -> str | None:
     if index.stream != index.best:
         return f"decord reads only the best video stream ({index.best}), not stream {index.stream}"
     if not index.keyframe_offsets_constant:
@@ -48,3 +46,10 @@ def decord_reason(index: StreamIndex) -> str | None:
         # seeks land up to a few frames off.
         return "decord mis-seeks in streams whose keyframes' pts-dts offsets vary"
     return None
+
+
+def decord_reason(index: StreamIndex) -> str | None:
+    """Why decord itself (beyond :func:`~accel.io.reader.pyav_only_reason`) would not return
+    this stream's exact frames, so the file goes to PyAV; None when decord reads it.
+    Public for reports (``python -m accel.inspect``)."""
+    return _decord_reason(index)

@@ -72,7 +72,8 @@ def scan_section(args, entries) -> tuple[list[dict], dict]:
     return records, {"files": len(records), "readable": len(readable),
                      "skipped": len(records) - len(readable), "workers": scan_workers(args.workers, len(entries)),
                      "hours": sum(r.get("duration_s", 0) for r in readable) / 3600,
-                     "seconds": round(time.perf_counter() - t0, 2)}
+                     "seconds": round(time.perf_counter() - t0, 2),
+                     "cpu_seconds": round(sum(r["scan_cpu_ms"] for r in records) / 1e3, 2)}
 
 
 def measured_sections(args, report: dict, records: list[dict], decoders: list[str]) -> None:

@@ -63,7 +63,8 @@ def render(report: dict) -> str:
     s = report["scan"]
     parts = [f"# Dataset inspection: {report['data']}", "",
              f"{s['files']} files, {s['readable']} readable, {s['skipped']} skipped; "
-             f"{s['hours']:.3g} h; scanned in {s['seconds']:.1f} s with {s['workers']} workers", "",
+             f"{s['hours']:.3g} h; scanned in {s['seconds']:.1f} s with {s['workers']} "
+             f"worker{'s' if s['workers'] > 1 else ''} ({s['cpu_seconds']:.1f} CPU-seconds)", "",
              "## Summary (codec x resolution band x keyframe-interval band)", "",
              markdown_table(report["groups"], ["group", "files", "hours", "share_files_pct",
                                                "share_hours_pct"]), "",

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import re
 import struct
+import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -151,6 +152,7 @@ def frames_record(path: str) -> dict:
 
 def scan_entry(entry: Entry) -> dict:
     """The record of one sample: its facts, or ``skipped`` with the loaders' reason."""
+    t0 = time.process_time()
     record: dict = {"path": entry.path, "split": entry.split, "label": entry.label}
     try:
         record.update(frames_record(entry.path) if os.path.isdir(entry.path)
@@ -158,6 +160,7 @@ def scan_entry(entry: Entry) -> dict:
     except (VideoDecodeError, OSError, ValueError, StopIteration) as e:
         reason = e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}"
         record["skipped"] = skip_reason(entry.path, reason)
+    record["scan_cpu_ms"] = round((time.process_time() - t0) * 1e3, 2)  # load-independent cost
     return record
 
 

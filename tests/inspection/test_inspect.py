@@ -193,3 +193,30 @@ def test_ten_thousand_tiny_files(tmp_path):
           f"{scan['cpu_seconds']:.1f} CPU-s, main process {cpu:.1f} CPU-s: {projected:.1f} s on 2 "
           f"free cores")
     assert projected < 60, projected
+
+
+def test_frame_folders_and_a_csv_with_a_split_column(tmp_path):
+    from PIL import Image
+
+    for folder, n in (("train/a/s1", 20), ("train/b/s2", 8), ("val/a/s3", 20)):
+        (tmp_path / "frames" / folder).mkdir(parents=True)
+        for i in range(n):
+            image = np.random.default_rng(i).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(image).save(tmp_path / "frames" / folder / f"{i:03d}.jpg")
+    assert main([str(tmp_path / "frames"), "--out_dir", str(tmp_path / "o1"), "--sample", "1",
+                 "--prepare", "0", "--quiet"]) == 0
+    report = json.loads((tmp_path / "o1" / "inspect.json").read_text())
+    assert [r["frames"] for r in report["files"]] == [20, 8, 20]
+    assert [p["kind"] for p in report["problems"]] == ["shorter_than_clip"]
+    assert list(report["cost"][0]["decoders"]) == available_backends()[:1]  # one image reader
+
+    a = write_index_video(tmp_path / "v/a.mp4", 20, seed=1)
+    b = write_index_video(tmp_path / "v/b.mp4", 20, seed=2)
+    (tmp_path / "v/labels.csv").write_text(f"path,label,split\n{a},x,train\na.mp4,x,val\n"
+                                           f"{b},y,train\n")
+    assert main([str(tmp_path / "v/labels.csv"), "--out_dir", str(tmp_path / "o2"), "--sample", "0",
+                 "--quiet"]) == 0
+    report = json.loads((tmp_path / "o2" / "inspect.json").read_text())
+    leaks = [p for p in report["problems"] if p["kind"] == "split_leak"]
+    assert len(leaks) == 1 and leaks[0]["count"] == 2, report["problems"]
+    assert report["balance"] == {"train": {"x": 1, "y": 1}, "val": {"x": 1}}

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import resize_frames
-from ..data.reading import SkippedSample, read_frames
+from ..data.reading import READ_ERRORS, SkippedSample, read_frames
 from ..data.sampling import Strategy, clip_seed, sample_indices
 
 SEED = 0  # the loaders' seed: clip ``i`` is drawn with clip_seed(SEED, 0, i), as they draw it
@@ -59,15 +59,25 @@ def sample_files(members: list[dict], n: int) -> list[dict]:
 
 
 def decoder_cost(files: list[dict], backend: str, options: CostOptions) -> dict:
-    """Per-clip times of ``backend`` on ``options.sample`` clips cycling through ``files``."""
-    time_clip(files[0]["path"], 0, backend, options)  # warm-up: imports, first open
-    times = [time_clip(files[k % len(files)]["path"], k, backend, options)
-             for k in range(options.sample)]
+    """Per-clip times of ``backend`` on ``options.sample`` clips cycling through ``files``;
+    a clip that fails to decode is counted in ``failed`` (the problems name such files)."""
+    times, failed = [], []
+    for k in range(-1, options.sample):  # clip -1: the warm-up (imports, first open), not counted
+        path = files[max(k, 0) % len(files)]["path"]
+        try:
+            ms = time_clip(path, max(k, 0), backend, options)
+        except READ_ERRORS as e:
+            failed.append(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            continue
+        if k >= 0:
+            times.append(ms)
+    handed = sum(1 for f in files if (f.get("pyav_reason") or {}).get(backend))
+    row = {"clips": len(times), "failed": failed, "files_handed_to_pyav": handed}
+    if not times:
+        return {**row, "ms_p50": None}
     p50 = float(np.median(times))
     cores = os.cpu_count() or 1
-    handed = sum(1 for f in files if (f.get("pyav_reason") or {}).get(backend))
-    return {"clips": len(times), "files_handed_to_pyav": handed, "ms_p50": round(p50, 2),
-            "ms_mean": round(float(np.mean(times)), 2),
+    return {**row, "ms_p50": round(p50, 2), "ms_mean": round(float(np.mean(times)), 2),
             "clips_per_s_1core": round(1e3 / p50, 1), "clips_per_s_all_cores": round(cores * 1e3 / p50, 1),
             "cores": cores}
 
@@ -111,9 +121,10 @@ def measure_costs(groups: dict[str, list[dict]], backends: list[str], options: C
             row["decoders"][backend] = decoder_cost(files, backend, options)
             if progress is not None:
                 progress.update(1)
-        fastest = min(row["decoders"], key=lambda b: row["decoders"][b]["ms_p50"])
+        timed = [b for b in row["decoders"] if row["decoders"][b]["ms_p50"] is not None]
+        fastest = min(timed, key=lambda b: row["decoders"][b]["ms_p50"]) if timed else None
         row["fastest"] = fastest
-        if options.prepare_files and not frames:
+        if options.prepare_files and not frames and fastest:
             row["prepare"] = prepare_speedup(files[:options.prepare_files], fastest, options)
         rows.append(row)
     return rows

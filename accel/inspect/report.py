@@ -25,7 +25,7 @@ def cost_rows(cost: list[dict]) -> list[dict]:
     for g in cost:
         prepare = g.get("prepare") or {}
         for decoder, c in g["decoders"].items():
-            row = {"group": g["group"], "decoder": decoder, **c}
+            row = {"group": g["group"], "decoder": decoder, **c, "failed": len(c.get("failed", []))}
             if decoder == g["fastest"] and prepare.get("speedup") is not None:
                 row["prepare_speedup"] = prepare["speedup"]
             rows.append(row)
@@ -78,11 +78,12 @@ def render(report: dict) -> str:
                   f"{c['sample']} clips per group and decoder)", "",
                   markdown_table(cost_rows(report["cost"]), [
                       "group", "decoder", "ms_p50", "clips_per_s_1core", "clips_per_s_all_cores",
-                      "files_handed_to_pyav", "prepare_speedup"]), "",
+                      "files_handed_to_pyav", "failed", "prepare_speedup"]), "",
                   "prepare_speedup: median per-clip time ratio, original / `accel.prepare` output "
                   "(suggested settings), on the group's fastest decoder; clips/s for all cores is one "
                   "core's times the cores; files_handed_to_pyav: sampled files that decoder "
-                  "hands to PyAV (so its row is PyAV's time).", ""]
+                  "hands to PyAV (so its row is PyAV's time); failed: clips that did not decode (listed in "
+                  "inspect.json).", ""]
     if report.get("verify"):
         parts += ["## Verify", "", *verify_lines(report["verify"]), ""]
     return "\n".join(parts)

@@ -220,3 +220,25 @@ def test_frame_folders_and_a_csv_with_a_split_column(tmp_path):
     leaks = [p for p in report["problems"] if p["kind"] == "split_leak"]
     assert len(leaks) == 1 and leaks[0]["count"] == 2, report["problems"]
     assert report["balance"] == {"train": {"x": 1, "y": 1}, "val": {"x": 1}}
+
+
+def test_a_clip_that_fails_to_decode_is_counted_not_fatal(tmp_path, monkeypatch):
+    import accel.inspect.cost as cost
+    from accel.io import VideoDecodeError
+
+    good = write_index_video(tmp_path / "good.mp4", 20, seed=1)
+    bad = write_index_video(tmp_path / "bad.mp4", 20, seed=2)
+    real = cost.read_frames
+
+    def failing(path, *args, **kwargs):
+        if path == str(bad):
+            raise VideoDecodeError(path, "decode failed (broken packet)")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(cost, "read_frames", failing)
+    row = cost.decoder_cost([{"path": str(good)}, {"path": str(bad)}], "pyav",
+                            CostOptions(sample=4, size=0))
+    assert row["clips"] == 2 and len(row["failed"]) == 2 and "broken packet" in row["failed"][0]
+    assert row["ms_p50"] > 0
+    only_bad = cost.decoder_cost([{"path": str(bad)}], "pyav", CostOptions(sample=2, size=0))
+    assert only_bad["clips"] == 0 and only_bad["ms_p50"] is None

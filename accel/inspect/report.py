@@ -53,7 +53,8 @@ def verify_lines(v: dict) -> list[str]:
     lines = [f"{v['files']} files, {v['clips']} clips compared against {v['decoders'][0]} "
              f"({', '.join(v['decoders'][1:]) or 'no other decoder'}): {v['mismatches']} mismatches"]
     for d in v["details"]:
-        what = d.get("error") or f"max |diff| {d['max_abs_diff']} > {d['tolerance']}"
+        what = d.get("error") or (f"max |diff| {d['max_abs_diff']} > {d['tolerance']}" if "max_abs_diff" in d
+                                  else f"mean |diff| {d['mean_abs_diff']} > {d['tolerance']}")
         lines.append(f"- {d['path']}: {d['decoder']} vs {d['reference']} frames {d['frames']} ({what})")
     return lines
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from inspect_mixed import EXPECTED, make_mixed_dataset
 
 from accel.inspect.cli import main
@@ -93,7 +92,7 @@ def test_outputs_and_verify_on_8_bit_files(mixed):
     v = report["verify"]
     assert {"files", "clips", "mismatches", "details"} <= set(v)
     assert v["files"] == 6 and v["mismatches"] == 0 and v["details"] == []
-    assert v["clips"] == 6 * (len(available_backends()) - 1)
+    assert v["clips"] >= 6 * (len(available_backends()) - 1)  # DALI adds the files it decodes
 
 
 def test_verify_shows_a_broken_reader(mixed, monkeypatch):
@@ -155,16 +154,22 @@ def test_cost_agrees_with_the_loaders_benchmark(tmp_path):
     records = [{"path": str(p), "codec": "h264", "width": 160, "height": 96, "container": "mov",
                 "keyframe_interval_mean": 50.0} for p in sorted((data / "c").glob("*.mp4"))]
     options = CostOptions(clip_len=16, size=112, sampling="uniform", sample=12, prepare_files=0)
-    torch.manual_seed(0)
-    ours = measure_costs(members(records), ["pyav"], options)[0]["decoders"]["pyav"]["ms_p50"]
+
+    def ours() -> float:
+        return measure_costs(members(records), ["pyav"], options)[0]["decoders"]["pyav"]["ms_p50"]
+
+    # Ours before and after the benchmark: the machine is shared, and the mean of the two
+    # cancels load that drifts steadily while they run one after the other.
+    before = ours()
     out = tmp_path / "loaders.json"
     assert benchmarks_main(["loaders", "--data", str(data), "--backends", "pyav", "--clips", "12",
                             "--workers", "0", "--no-overhead", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["records"]
     theirs = next(r for r in rows if r["backend"] == "raw_pyav")["p50_ms"]
-    ratio = ours / theirs
-    print(f"inspect cost {ours:.1f} ms/clip vs benchmarks loaders raw_pyav {theirs:.1f} ms/clip: "
-          f"ratio {ratio:.2f}")
+    after = ours()
+    ratio = (before + after) / 2 / theirs
+    print(f"inspect cost {before:.1f} / {after:.1f} ms/clip (before / after) vs benchmarks loaders "
+          f"raw_pyav {theirs:.1f} ms/clip: ratio {ratio:.2f}")
     assert 0.5 < ratio < 2.0, ratio
     assert np.isfinite(theirs)
 
@@ -242,3 +247,18 @@ def test_a_clip_that_fails_to_decode_is_counted_not_fatal(tmp_path, monkeypatch)
     assert row["ms_p50"] > 0
     only_bad = cost.decoder_cost([{"path": str(bad)}], "pyav", CostOptions(sample=2, size=0))
     assert only_bad["clips"] == 0 and only_bad["ms_p50"] is None
+
+
+def test_verify_compares_dali_where_it_runs(mixed):
+    """DALI's CPU decoder (VP9 only) here, NVDEC on a GPU: the same clip against PyAV."""
+    from accel.inspect.verify import dali_device
+
+    device = dali_device()
+    if device is None:
+        pytest.skip("DALI does not run here")
+    _, report = mixed
+    vp9, avi = _record(report, "train/b/vp9.webm"), _record(report, "packed.avi")
+    v = verify([vp9, avi], 2, ["pyav"], clip_len=8)
+    # The AVI goes to DALI's CPU fallback (decode-order frames), so only the VP9 file is DALI's.
+    assert v["decoders"] == ["pyav", f"dali_{device}"] and v["clips"] == 1, v
+    assert v["mismatches"] == 0, v["details"]

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data.dali.probe import probe_video
 from ..data.manifests import explain_skip
+from ..data.reading import time_limit
 from ..io import index_stream
 from ..io.decord import decord_reason
 from ..io.frames import FRAME_EXTENSIONS
@@ -29,6 +30,7 @@ from ..io.index import StreamIndex, VideoDecodeError
 from ..io.reader import pyav_only_reason
 from .layout import Entry
 
+SCAN_TIMEOUT_S = 120.0  # one file's scan; past it the file is reported as timed out
 HASH_PACKETS = 8  # first packets hashed: the content key for duplicates and split leaks
 # DivX's user data ends in "p" when B-frames are packed (FFmpeg's mpeg4_unpack_bframes).
 _PACKED = re.compile(rb"DivX\d+(?:b|Build)\d+p")
@@ -155,8 +157,9 @@ def scan_entry(entry: Entry) -> dict:
     t0 = time.process_time()
     record: dict = {"path": entry.path, "split": entry.split, "label": entry.label}
     try:
-        record.update(frames_record(entry.path) if os.path.isdir(entry.path)
-                      else video_record(entry.path))
+        with time_limit(SCAN_TIMEOUT_S, entry.path):  # a demuxer that loops must not stall the scan
+            record.update(frames_record(entry.path) if os.path.isdir(entry.path)
+                          else video_record(entry.path))
     except (VideoDecodeError, OSError, ValueError, StopIteration) as e:
         reason = e.reason if isinstance(e, VideoDecodeError) else f"{type(e).__name__}: {e}"
         record["skipped"] = skip_reason(entry.path, reason)

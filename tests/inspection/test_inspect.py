@@ -262,3 +262,18 @@ def test_verify_compares_dali_where_it_runs(mixed):
     # The AVI goes to DALI's CPU fallback (decode-order frames), so only the VP9 file is DALI's.
     assert v["decoders"] == ["pyav", f"dali_{device}"] and v["clips"] == 1, v
     assert v["mismatches"] == 0, v["details"]
+
+
+def test_a_file_whose_scan_hangs_is_reported_timed_out(tmp_path, monkeypatch):
+    import time
+
+    import accel.inspect.scan as scan
+    from accel.inspect.layout import Entry
+
+    path = write_index_video(tmp_path / "v.mp4", 8, seed=1)
+    monkeypatch.setattr(scan, "SCAN_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(scan, "video_record", lambda p: time.sleep(5))
+    t0 = time.perf_counter()
+    record = scan.scan_entry(Entry(str(path), "train", "a"))
+    assert time.perf_counter() - t0 < 3
+    assert record["skipped"].startswith("timed out"), record

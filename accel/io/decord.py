@@ -53,3 +53,10 @@ def _decord_reason(index: StreamIndex) -> str | None:
         # seeks land up to a few frames off.
         return "decord mis-seeks in streams whose keyframes' pts-dts offsets vary"
     return None
+
+
+def decord_reason(index: StreamIndex) -> str | None:
+    """Why decord itself (beyond :func:`~accel.io.reader.pyav_only_reason`) would not return
+    this stream's exact frames, so the file goes to PyAV; None when decord reads it.
+    Public for reports (``python -m accel.inspect``)."""
+    return _decord_reason(index)

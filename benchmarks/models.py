@@ -38,8 +38,15 @@ from tqdm import tqdm
 
 from accel.deploy.perf import sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
-from benchmarks.common import (cpu_threads, fp32_math, markdown_table, set_cudnn_benchmark, summarize_ms,
-                               write_partial, write_results)
+from benchmarks.common import (
+    cpu_threads,
+    fp32_math,
+    markdown_table,
+    set_cudnn_benchmark,
+    summarize_ms,
+    write_partial,
+    write_results,
+)
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
 OPTIMIZE_PARTS = ("channels_last", "amp", "amp_fp16", "compile", "cuda_graphs")
@@ -123,7 +130,9 @@ def why_unavailable(variant: str, mode: str, device: torch.device) -> str | None
         if not cuda:
             return "TensorRT needs a CUDA device"
         if importlib.util.find_spec("torch_tensorrt") is None:
-            return "torch-tensorrt is not installed (pip install 'vidaccel[trt]')"
+            from accel.deploy.export import trt_install_hint
+
+            return f"torch-tensorrt is not installed ({trt_install_hint()})"
     if backend == "onnx":
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed (pip install 'vidaccel[onnx]')"

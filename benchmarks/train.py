@@ -31,8 +31,14 @@ from accel.data.samplers import RepeatSampler
 from accel.data.transforms import ClipTransform
 from accel.deploy.perf import optimize
 from accel.telemetry import Telemetry
-from benchmarks.common import (cpu_threads, markdown_table, set_cudnn_benchmark, summarize_ms, write_partial,
-                               write_results)
+from benchmarks.common import (
+    cpu_threads,
+    markdown_table,
+    set_cudnn_benchmark,
+    summarize_ms,
+    write_partial,
+    write_results,
+)
 
 COLUMNS = ["model", "backend", "workers", "batch_size", "clip_len", "size", "steps", "clips_per_s",
            "step_ms_mean", "data_wait_ms_mean", "compute_ms_mean", "data_stall_pct", "cpu_util",

@@ -663,3 +663,17 @@ def test_the_install_hint_matches_torchs_cuda():
     assert dali_install_hint("13.0") == "pip install 'vidaccel[dali-cu13]'"
     assert dali_install_hint("12.8") == "pip install 'vidaccel[dali]'"
     assert INSTALL_HINT == dali_install_hint(torch.version.cuda)
+
+
+@needs_dali
+@needs_vp9
+def test_the_loaders_dali_row_times_after_its_first_batch(vp9_videos):
+    """Pipeline build, first decoder set-up and probes are one-off costs: the DALI row decodes
+    one batch before its timed window and reports that batch's time apart."""
+    from benchmarks.loaders import build_parser, through_loader
+
+    args = build_parser("loaders").parse_args(["--clip-len", "4", "--size", "32", "--batch-size", "2",
+                                               "--dali-device", "cpu"])
+    row = through_loader(manifest_of(vp9_videos[:6]), list(range(6)), "dali", 1, args)
+    assert row["first_batch_clips"] == 2 and row["first_batch_s"] > 0
+    assert row["clips"] == 4 and row["clips_per_s"] > 0  # the two batches after the first

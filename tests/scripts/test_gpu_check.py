@@ -293,3 +293,29 @@ def test_device_kit_leaves_the_machines_own_packages_alone():
 
 def helper_body_of(script: Path, name: str) -> str:
     return script.read_text().split(f"{name}() {{", 1)[1].split("\n}", 1)[0]
+
+
+def test_the_readme_gives_the_exact_calls_device_kit_prints():
+    """The README's core-tier call and DALI-tier sequence are device_kit.sh's output for a kit in
+    .device_kit with 5 chunks (the checksum printed as SHA256)."""
+    name = f".device_kit/readme_{os.getpid()}"
+    root = ROOT / name
+    try:
+        (root / "core").mkdir(parents=True)
+        (root / "core" / "av-0-cp311-abi3-manylinux_2_28_x86_64.whl").write_bytes(b"x")
+        (root / "dali").mkdir()
+        for i in range(5):
+            (root / "dali" / f"part_{i:02d}").write_bytes(b"y")
+        (root / "dali" / "dali_kit.sha256").write_text("SHA256\n")
+        (root / "dali" / "wheels.txt").write_text("w.whl\n")
+        r = kit("--kit", name, "--check", "--dali")
+        assert r.returncode == 0, r.stderr
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    readme = (ROOT / "README.md").read_text()
+    lines = [line.replace(name, ".device_kit") for line in r.stdout.splitlines()]
+    core = lines[lines.index('On the GPU machine, one call (carry [".device_kit/core"]):') + 1]
+    calls = [line for line in lines if line.strip().startswith("call ")]
+    assert len(calls) == 6
+    for line in [core, *calls]:
+        assert f"\n{line}\n" in readme, line

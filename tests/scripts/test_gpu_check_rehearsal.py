@@ -85,9 +85,12 @@ def test_the_cpu_rehearsal_makes_every_row(tmp_path, shared):
     print(f"rehearsal took {took:.0f} s")  # the suite's budget for it is 3 minutes
 
 
-def test_a_rehearsal_killed_part_way_keeps_its_summary_and_finished_steps(tmp_path, shared):
-    """SIGKILL to the whole process group (what a call limit does) once models_runtime is done:
-    --out still holds the summary and every finished step's rows, and nothing more."""
+@pytest.mark.parametrize("how", ["kill", "term"])
+def test_a_rehearsal_killed_part_way_keeps_its_summary_and_finished_steps(tmp_path, shared, how):
+    """Once models_runtime is done: "kill" sends SIGKILL to the whole process group (what a call
+    limit does), "term" sends SIGTERM to the script (what the outer timeout of device_kit.sh's
+    call lines does: it stops the running step, marks it and packs). Either way --out holds the
+    summary and every finished step's rows, and nothing more."""
     out, work = tmp_path / "out", tmp_path / "work"
     proc = subprocess.Popen(["bash", str(SCRIPT), "--rehearse-cpu", "--out", str(out)], cwd=ROOT,
                             env=dict(shared, GPU_CHECK_WORK=str(work)), stdout=subprocess.DEVNULL,
@@ -98,8 +101,12 @@ def test_a_rehearsal_killed_part_way_keeps_its_summary_and_finished_steps(tmp_pa
         while "| models_runtime | ok |" not in (summary.read_text() if summary.is_file() else ""):
             assert proc.poll() is None and time.monotonic() < deadline, "the rehearsal ended before the kill"
             time.sleep(0.5)
+        if how == "term":
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=120) == 1
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None or how == "kill":
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     left = [p for p in out.rglob("*")]
     assert len(left) <= 8 and all(p.is_file() and p.stat().st_size < 16 * 2**20 for p in left)
@@ -107,6 +114,8 @@ def test_a_rehearsal_killed_part_way_keeps_its_summary_and_finished_steps(tmp_pa
     files = unpack(out)
     steps = [row.split("\t")[:2] for row in files["steps.tsv"].decode().splitlines()[1:]]
     assert steps[:3] == [["data", "ok"], ["pytest_gpu", "ok"], ["models_runtime", "ok"]]
+    if how == "term":
+        assert steps[3:] == [["models_exports", "killed (call limit)"]] and "telemetry.json" in files
     assert status_of(records(files, "models_runtime.json"))["tsn_resnet18/eager/infer"] == "ok"
     text = summary.read_text()
     assert "| models_runtime | ok |" in text and "tsn_resnet18 | infer | eager | fp32 |" in text

@@ -739,7 +739,8 @@ def open_outputs(args, s: Setup, data: Data, tr: Training) -> Outputs:
     log_dir, model_dir = s.log_dir, s.model_dir
     config = plain({**{k: v for k, v in vars(args).items() if not k.startswith("_")},
                     "log_dir": log_dir, "model_dir": model_dir, "classes": classes,
-                    "world_size": info.world_size, "device": str(device), "amp_effective": s.amp,
+                    "world_size": info.world_size, "distributed": info.describe(),
+                    "device": str(device), "amp_effective": s.amp,
                     "decoder": train_loader.backend, "decoder_reason": train_loader.reason})
     wandb_opts = None
     if args.wandb:
@@ -944,7 +945,7 @@ def write_metrics(log_dir: Path, config: dict, classes, history, selector: Model
         "model": config["model"], "classes": classes, "config": config,
         "epochs": history, "best_epoch": best, "best_score": selector.best_score if best >= 0 else None,
         "best_val": next((h["val"] for h in history if h["epoch"] == best), None),
-        "ddp": shards, "test": test,
+        "ddp": shards, "distributed": config.get("distributed"), "test": test,
     }
     if skipped is not None:
         doc["skipped"] = skipped

@@ -177,3 +177,39 @@ def cpu_threads(n: int | None):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def write_partial(records: list[dict], json_path: str | os.PathLike, *, command: str) -> Path:
+    """The records so far, written after every record (atomically: a step killed at its
+    time limit keeps the rows it made, never half a file). ``write_results`` replaces it at
+    the end with the full file; ``"partial": true`` marks one that never got there."""
+    json_path = Path(json_path)
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps({"command": command, "partial": True, "records": records},
+                              indent=2, default=str) + "\n")
+    os.replace(tmp, json_path)
+    return json_path
+
+
+def set_cudnn_benchmark(on: bool) -> None:
+    """cuDNN autotuning for fixed input shapes (every benchmark's case): the fastest
+    convolution algorithm, chosen in the warm-up, not the first heuristic pick."""
+    import torch
+
+    torch.backends.cudnn.benchmark = bool(on)
+
+
+def fp32_math(device_type: str, *, capability: tuple[int, int] | None = None,
+              conv_tf32: bool | None = None) -> str:
+    """What an "fp32" row's convolutions really ran: "tf32" on CUDA from Ampere (compute
+    capability 8) on while cuDNN may use TF32 (torch's default), else "fp32"."""
+    if device_type != "cuda":
+        return "fp32"
+    import torch
+
+    if capability is None:
+        capability = torch.cuda.get_device_capability()
+    if conv_tf32 is None:
+        conv_tf32 = torch.backends.cudnn.allow_tf32
+    return "tf32" if conv_tf32 and capability[0] >= 8 else "fp32"

@@ -35,25 +35,34 @@ def machine(out: Path) -> list[str]:
     pre, env = _json(out / "preflight.json") or {}, _json(out / "environment.json") or {}
     counters = pre.get("nvml_counters") or {}
     unsupported = [k for k, v in counters.items() if v != "ok"]
-    return [f"# GPU check {out.name} (tier {pre.get('tier', '?')})\n",
+    rehearsal = " CPU rehearsal (stand-ins, tiny sizes)," if pre.get("rehearsal_cpu") else ""
+    return [f"# GPU check {out.name} (tier {pre.get('tier', '?')}){rehearsal}\n",
             f"{pre.get('gpu', '?')} (compute capability {pre.get('capability', '?')}), driver "
             f"{pre.get('driver', '?')}, torch {pre.get('torch', '?')} (CUDA {pre.get('torch_cuda', '?')}), "
             f"DALI {pre.get('dali') or 'absent'}, {env.get('cpu_count', '?')} CPU cores, commit "
             f"{env.get('git_commit', '?')}, {env.get('timestamp', '?')}",
-            f"libnvcuvid: {pre.get('libnvcuvid') or 'not found'}; NVML counters unsupported: "
+            f"libnvcuvid: {pre.get('libnvcuvid') or 'not found'}; NVDEC: {pre.get('nvdec', 'not tested')}; "
+            f"NVML counters unsupported: "
             f"{', '.join(unsupported) or 'none'}; CPU decoders: {pre.get('cpu_decoders', '?')}\n"]
 
 
+def _partial(out: Path, names: tuple[str, ...]) -> list[str]:
+    """Results files a step left half-way (stopped at its limit): their rows so far are shown."""
+    cut = [n for n in names if (_json(out / n) or {}).get("partial")]
+    return [f"(stopped part-way, rows so far: {', '.join(cut)})\n"] if cut else []
+
+
 def models(out: Path) -> list[str]:
-    rows = _records(out, "models_runtime.json") + _records(out, "models_exports.json") \
-        + _records(out, "models_all.json") + _records(out, "train_amp.json")
+    names = ("models_runtime.json", "models_exports.json", "models_all.json", "train_amp.json")
+    rows = [r for n in names for r in _records(out, n)]
     if not rows:
         return []
-    lines = ["## Models (ms per clip; max |diff| vs eager fp32)\n",
-             "| model | mode | variant | ms/clip | p99 ms | max diff | status |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["## Models (ms per clip; max |diff| vs eager fp32; the math each row ran)\n", *_partial(out, names),
+             "| model | mode | variant | math | ms/clip | p99 ms | max diff | status |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.get('model')} | {r.get('mode', 'infer')} | {r.get('variant')} | "
+                     f"{r.get('precision', '?')} | "
                      f"{_num(r.get('ms_per_clip'), '.2f')} | {_num(r.get('p99_ms'))} | "
                      f"{_num(r.get('max_abs_diff'), '.1e')} | {r.get('status')} "
                      f"{r.get('reason', '') if r.get('status') != 'ok' else ''}|")
@@ -72,7 +81,9 @@ def training(out: Path) -> list[str]:
     nccl = _json(out / "nccl_metrics.json")
     if isinstance(nccl, dict):
         cfg = nccl.get("config", {})
-        lines.append(f"- NCCL (torchrun, {cfg.get('world_size', '?')} process, amp {cfg.get('amp', '?')}): "
+        dist = nccl.get("distributed") or {}
+        lines.append(f"- torchrun ({dist.get('backend') or 'NO process group'}, world size "
+                     f"{dist.get('world_size', cfg.get('world_size', '?'))}, amp {cfg.get('amp', '?')}): "
                      f"{len(nccl.get('epochs', []))} epoch(s) trained")
     return (["## Training\n"] + lines + [""]) if lines else []
 
@@ -81,8 +92,8 @@ def stream(out: Path) -> list[str]:
     rows = _records(out, "stream.json")
     if not rows:
         return []
-    return ["## Streaming at 30 fps (latency frame arrival -> logits)\n"] + [
-        f"- {r['model']} {r['variant']}: p50 {_num(r.get('latency_p50_ms'))} / "
+    return ["## Streaming at 30 fps (latency frame arrival -> logits)\n", *_partial(out, ("stream.json",))] + [
+        f"- {r['model']} {r['variant']} ({r.get('precision', '?')}): p50 {_num(r.get('latency_p50_ms'))} / "
         f"p99 {_num(r.get('latency_p99_ms'))} ms, dropped {_num(r.get('drop_pct'))}%"
         if r.get("status") == "ok"
         else f"- {r.get('model')} {r.get('variant')}: {r.get('status')} ({r.get('reason', '')})"

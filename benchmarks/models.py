@@ -38,7 +38,15 @@ from tqdm import tqdm
 
 from accel.deploy.perf import sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
-from benchmarks.common import cpu_threads, markdown_table, summarize_ms, write_results
+from benchmarks.common import (
+    cpu_threads,
+    fp32_math,
+    markdown_table,
+    set_cudnn_benchmark,
+    summarize_ms,
+    write_partial,
+    write_results,
+)
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
 OPTIMIZE_PARTS = ("channels_last", "amp", "amp_fp16", "compile", "cuda_graphs")
@@ -122,7 +130,9 @@ def why_unavailable(variant: str, mode: str, device: torch.device) -> str | None
         if not cuda:
             return "TensorRT needs a CUDA device"
         if importlib.util.find_spec("torch_tensorrt") is None:
-            return "torch-tensorrt is not installed (pip install 'vidaccel[trt]')"
+            from accel.deploy.export import trt_install_hint
+
+            return f"torch-tensorrt is not installed ({trt_install_hint()})"
     if backend == "onnx":
         if importlib.util.find_spec("onnxruntime") is None:
             return "onnxruntime is not installed (pip install 'vidaccel[onnx]')"
@@ -259,6 +269,14 @@ def measure_train(variant: str, base: torch.nn.Module, pool: list[torch.Tensor],
     return rec
 
 
+def row_precision(variant: str, device: torch.device) -> str:
+    """The math a row ran: its autocast or export precision, else what fp32 convolutions
+    really run on this device ("tf32" on Ampere and later, where cuDNN allows it)."""
+    spec = parse_variant(variant)
+    low = spec.get("optimize", {}).get("amp") or spec.get("precision")
+    return low if low in ("bf16", "fp16") else fp32_math(device.type)
+
+
 def is_full_precision(variant: str) -> bool:
     """fp32 end to end: its logits must match eager fp32 within the parity tolerance."""
     spec = parse_variant(variant)
@@ -307,7 +325,8 @@ class ModelBench:
         self.runners: dict[str, tuple[Callable, dict]] = {}
 
     def base_record(self, variant: str, mode: str, batch_size: int) -> dict[str, Any]:
-        return {"model": self.name, "variant": variant, "mode": mode, "params": self.params,
+        return {"model": self.name, "variant": variant, "mode": mode,
+                "precision": row_precision(variant, self.device), "params": self.params,
                 "gflops": self.gflops, "batch_size": batch_size, "frames": self.frames,
                 "size": self.size, "batch_time_ms_mean": None, "batch_time_ms_std": None,
                 "ms_per_clip": None, "clips_per_s": None, "p50_ms": None, "p95_ms": None,
@@ -440,6 +459,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/models.json"),
                    help="results file; .csv, .md and .png are written beside it")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="leave cuDNN autotuning off (on by default: fixed shapes, tuned in the warm-up)")
     return p
 
 
@@ -511,6 +532,7 @@ def summary_text(records: list[dict]) -> str:
 
 def main(args) -> int:
     names, variants, modes, device = resolve_args(args)
+    set_cudnn_benchmark(args.cudnn_benchmark)
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vidaccel-exports-") as tmp, cpu_threads(args.threads):
         export_dir = args.export_dir or Path(tmp)
@@ -521,6 +543,7 @@ def main(args) -> int:
                 bench = ModelBench(name, args, device, export_dir)
                 for variant, mode in cases:
                     records.extend(run_case(bench, variant, mode, args, bar))
+                    write_partial(records, args.json, command=args.command_line)
                     bar.update()
                 del bench
     paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,

@@ -36,7 +36,7 @@ from accel.cli import UsageError, resolve_device
 from accel.data.config import IMAGENET_MEAN, IMAGENET_STD
 from accel.deploy.perf import COMPILE_MODES, sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
-from benchmarks.common import markdown_table, write_results
+from benchmarks.common import markdown_table, set_cudnn_benchmark, write_partial, write_results
 
 POLICY = "busy-drop"
 COLUMNS = ["model", "variant", "fps", "clip_len", "size", "frames", "inferred", "dropped",
@@ -276,15 +276,18 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and ONNX Runtime (default: torch's default)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/stream.json"))
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="leave cuDNN autotuning off (on by default)")
     return p
 
 
 def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
          bar: tqdm) -> dict[str, Any]:
-    from benchmarks.models import build_runner, why_unavailable
+    from benchmarks.models import build_runner, row_precision, why_unavailable
     from models import create_model, resolve_data_config
 
-    rec: dict[str, Any] = {"model": name, "variant": variant, "fps": args.fps,
+    rec: dict[str, Any] = {"model": name, "variant": variant, "precision": row_precision(variant, device),
+                           "fps": args.fps,
                            "clip_len": args.clip_len, "size": args.size, "seconds": args.seconds,
                            "device": str(device), "video": str(args.video), "policy": POLICY,
                            "status": "ok", "reason": ""}
@@ -341,6 +344,7 @@ def main(args) -> int:
         raise SystemExit(str(e)) from None
     if args.threads is not None and args.threads < 1:
         raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    set_cudnn_benchmark(args.cudnn_benchmark)
     args.video = args.video or default_video()
     if not Path(args.video).is_file():
         raise SystemExit(f"--video {args.video}: no such file")
@@ -351,6 +355,7 @@ def main(args) -> int:
         for name in names:
             for variant in variants:
                 records.append(_one(name, variant, args, device, Path(tmp), bar))
+                write_partial(records, args.json, command=args.command_line)
     paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
                           title="Real-time stream benchmark",
                           notes=f"\nPolicy {POLICY}: a frame arriving while the model is busy is "

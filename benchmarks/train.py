@@ -7,8 +7,10 @@ timed with CUDA events on the compute stream, and each step waits for that strea
 a whole-device sync would also wait for work queued on other streams (DALI's prefetch of
 later batches, the prefetcher's copies) and charge it to the current step. The data-wait
 is the step's wall time less the compute stream's time. data_stall_pct = data-wait /
-(data-wait + compute) over the timed steps. A loader that yields no batch in an epoch
-(fewer videos than one batch: batches drop the last partial one) is an error, exit 2.
+(data-wait + compute) over the timed steps. The loader reads a sampler that repeats the
+dataset for warm-up plus timed steps, so a few videos still make every batch, and every
+timed step falls inside one epoch (a loader or DALI pipeline rebuilt at an epoch boundary is
+not charged as data wait). A loader that yields no batch (every file skipped) is an error, exit 2.
 """
 from __future__ import annotations
 
@@ -25,10 +27,18 @@ from accel.cli import UsageError, resolve_device
 from accel.data.loader import LOADER_BACKENDS, build_loader
 from accel.data.manifests import load_manifest
 from accel.data.prefetch import DevicePrefetcher
+from accel.data.samplers import RepeatSampler
 from accel.data.transforms import ClipTransform
 from accel.deploy.perf import optimize
 from accel.telemetry import Telemetry
-from benchmarks.common import cpu_threads, markdown_table, summarize_ms, write_results
+from benchmarks.common import (
+    cpu_threads,
+    markdown_table,
+    set_cudnn_benchmark,
+    summarize_ms,
+    write_partial,
+    write_results,
+)
 
 COLUMNS = ["model", "backend", "workers", "batch_size", "clip_len", "size", "steps", "clips_per_s",
            "step_ms_mean", "data_wait_ms_mean", "compute_ms_mean", "data_stall_pct", "cpu_util",
@@ -127,14 +137,13 @@ def timed_steps(batches, step, clock, *, warmup: int, steps: int, progress=None)
 def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
     from models import create_model, resolve_data_config
 
+    if len(manifest) == 0:
+        raise NoBatches(f"{manifest.source}: no videos")
+    sampler = RepeatSampler(len(manifest), num_samples=(args.warmup_steps + args.steps) * args.batch_size)
     loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                           strategy="random_window", frame_size=(args.frame_size, args.frame_size),
-                          backend=backend, num_workers=args.workers, shuffle=True, drop_last=True,
+                          backend=backend, num_workers=args.workers, sampler=sampler, drop_last=True,
                           device=device, seed=0)
-    if len(loader) == 0:
-        raise NoBatches(f"{manifest.source}: {len(manifest)} videos make no full batch of "
-                        f"{args.batch_size} (the last partial batch is dropped): pass --batch-size "
-                        f"{len(manifest)} or less, or more videos")
     model = create_model(args.model, num_classes=max(2, len(manifest.classes))).to(device)
     step_model = optimize(model, channels_last=args.channels_last, amp=args.amp, device=device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -191,6 +200,8 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
                    help="torch CPU threads in this process (default: torch's); on a busy or "
                         "small machine leave cores to the loader's workers")
     p.add_argument("--json", type=Path, default=Path("runs/benchmarks/train.json"))
+    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+                   help="leave cuDNN autotuning off (on by default)")
     return p
 
 
@@ -212,7 +223,8 @@ def main(args) -> int:
 
         args.data = make_benchmark_data(Path("runs/bench_data"), 25, videos=6, seconds=20)
     manifest = load_manifest(args.data, args.split)
-    rows = []
+    set_cudnn_benchmark(args.cudnn_benchmark)
+    rows: list[dict] = []
     for backend in backends:
         try:
             with cpu_threads(args.threads):
@@ -223,6 +235,7 @@ def main(args) -> int:
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
                          "reason": str(e).splitlines()[0]})
+        write_partial(rows, args.json, command=args.command_line)
     paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS,
                           title="Training throughput and data stall")
     print(markdown_table(rows, COLUMNS))

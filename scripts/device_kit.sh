@@ -47,9 +47,15 @@ git check-ignore -q "$KIT/x" 2>/dev/null || die "--kit $KIT is not ignored by gi
 # The GPU machine: CPython 3.12 on manylinux x86-64. Pinned to what the tests here run on.
 CORE_WHEELS=(av==18.1.0 decord==0.6.0 scikit-video==1.1.11)
 DALI_WHEEL=nvidia-dali-cuda130==2.4.0
-# DALI's dependencies that the GPU machine already has with torch: not carried.
-ON_MACHINE_RE='^(numpy|packaging|six)-'
+# DALI's dependencies that the GPU machine already has (with torch, pip, pytest): not carried,
+# so the kit never overrides the machine's own (matched case-blind on the wheel's name).
+ON_MACHINE_RE='^(numpy|packaging|six|typing_extensions|pyyaml|wheel)-'
 LIMIT_MIB=60 CHUNK_MIB=55
+# Three kit wheels ship nvidia/__init__.py, which makes nvidia a regular package in front of the
+# machine's own nvidia.* namespace (nvidia.cudnn, nvidia.nccl, ... that torch loads): removed
+# after every install. The outer timeout keeps the check inside the call's 600 s even if it hangs.
+FIX_NS="rm -f /tmp/site/nvidia/__init__.py"
+OUTER="timeout -k 20 550"
 TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
         --platform manylinux2010_x86_64)
@@ -78,7 +84,7 @@ fetch_dali() {
     || fail "pip download of $DALI_WHEEL failed (see above)"
   local w
   for w in "$wheels"/*.whl; do
-    if basename "$w" | grep -Eq "$ON_MACHINE_RE"; then rm -f "$w"; fi
+    if basename "$w" | grep -Eiq "$ON_MACHINE_RE"; then rm -f "$w"; fi
   done
   # One uncompressed tar (wheels are zip files already), split into fixed-size chunks.
   ls "$wheels" > "$KIT/dali/wheels.txt"
@@ -122,7 +128,8 @@ join_install() {
   cat "$parts"/part_* > "$parts/dali_kit.tar" \
     && echo "$sha  $parts/dali_kit.tar" | sha256sum -c --quiet - \
     && mkdir -p "$parts/whl" && tar -C "$parts/whl" -xf "$parts/dali_kit.tar" \
-    && "$PY" -m pip install -q --no-index --no-deps --target "$site" "$@" "$parts"/whl/*.whl "$KIT"/core/*.whl 2> >(grep -v "Running pip as the 'root' user" >&2)
+    && "$PY" -m pip install -q --no-index --no-deps --target "$site" "$@" "$parts"/whl/*.whl "$KIT"/core/*.whl 2> >(grep -v "Running pip as the 'root' user" >&2) \
+    && rm -f "$site/nvidia/__init__.py"
 }
 
 rehearse() {
@@ -167,12 +174,12 @@ PY
   rm -rf "$tmp"
 }
 
-INSTALL_CORE="pip install -q --no-index --no-deps --target /tmp/site $KIT/core/*.whl"
+INSTALL_CORE="python3 -m pip install -q --no-index --no-deps --target /tmp/site $KIT/core/*.whl && $FIX_NS"
 print_core() {
   cat <<EOF
 
 On the GPU machine, one call (carry ["$KIT/core"]):
-  $INSTALL_CORE && PYTHONPATH=/tmp/site:\$PWD bash scripts/gpu_check.sh --out \$OUT/gpu_check
+  $INSTALL_CORE && PYTHONPATH=/tmp/site:\$PWD $OUTER bash scripts/gpu_check.sh --out \$OUT/gpu_check
 EOF
 }
 
@@ -190,8 +197,8 @@ print_dali() {
   echo "  call $n (carry [\"$KIT/core\"]): cat /tmp/kit/part_* > /tmp/kit/dali_kit.tar" \
        "&& echo '$sha  /tmp/kit/dali_kit.tar' | sha256sum -c --quiet - && mkdir -p /tmp/kit/whl" \
        "&& tar -C /tmp/kit/whl -xf /tmp/kit/dali_kit.tar" \
-       "&& pip install -q --no-index --no-deps --target /tmp/site /tmp/kit/whl/*.whl $KIT/core/*.whl" \
-       "&& PYTHONPATH=/tmp/site:\$PWD bash scripts/gpu_check.sh --tier dali --out \$OUT/gpu_check"
+       "&& python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/kit/whl/*.whl $KIT/core/*.whl" \
+       "&& $FIX_NS && PYTHONPATH=/tmp/site:\$PWD $OUTER bash scripts/gpu_check.sh --tier dali --out \$OUT/gpu_check"
 }
 
 if [ "$CHECK" = 0 ]; then

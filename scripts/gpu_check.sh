@@ -1,47 +1,55 @@
 #!/usr/bin/env bash
 # The GPU checks, sized for one call on the lent GPU machine (one H100 / H200, 16 cores,
 # 10 minutes a call, at most 8 result files back, no registry: wheels come from
-# scripts/device_kit.sh).
+# scripts/device_kit.sh, whose printed call lines wrap this script in an outer timeout).
 #
 # Tiers:
-#   core (default)  needs no DALI; steps share at most 480 s, so wheel install, machine set-up
-#                   and packing fit in the 10 minutes:
+#   core (default)  needs no DALI; the plan is at most 420 s of a 480 s step budget, so wheel
+#                   install, preflight and packing fit in the 10 minutes with room to spare:
 #     data            the 720p H.264 benchmark videos and a small synthetic dataset
 #     pytest_gpu      pytest -m gpu (DALI tests skip, saying why, when DALI is absent)
 #     models_runtime  every model: eager, channels-last, bf16 / fp16 autocast, CUDA graphs
 #     models_exports  r2plus1d_18: torch.compile, AOTInductor, ONNX (CUDA provider where it exists)
 #     train_amp       fp16 (GradScaler) and bf16 training steps (python -m benchmarks models --mode train)
-#     nccl            torchrun, one GPU, NCCL: train.py --amp fp16 for one epoch
+#     nccl            torchrun, one GPU, NCCL process group + DDP: train.py --amp fp16 for one epoch
 #     train_stall     data-stall share of training r2plus1d_18 with the CPU decoders on all cores
 #     stream          real-time streaming p50 / p99 at 30 fps
-#   dali  (--tier dali) once DALI imports: NVDEC frames vs the CPU backends (H.264, HEVC),
-#                   the DALI GPU tests, the loaders row with DALI, the DALI data stall
+#   dali  (--tier dali) once DALI imports and NVDEC decodes: NVDEC frames vs the CPU backends
+#                   (H.264, HEVC), the DALI GPU tests, the loaders row with DALI, the DALI data stall
 # with NVML + CPU telemetry at 2 Hz over the run (NVDEC included where NVML has it).
 # A preflight first says what it finds: CUDA, GPU, driver, compute capability, libnvcuvid
-# (ldconfig -p), which NVML counters this GPU supports, DALI and the CPU decoders present.
+# (loaded with ctypes), NVDEC (one tiny H.264 file through DALI's mixed decoder, where DALI
+# imports), which NVML counters this GPU supports, DALI and the CPU decoders present.
 #
-# Every output goes under --out DIR (default benchmarks/results/gpu_<UTC date>); at the end
-# the run packs it to SUMMARY.md + results.tar.gz (logs, JSON, CSV, telemetry), so that at
-# most 8 files are left there; exported models go outside it ($GPU_CHECK_EXPORTS, default
-# /tmp/vidaccel_gpu_exports). The summary table is printed last.
+# Time: each step's limit is the time left of the budget minus the fewest seconds the steps
+# after it need, so time a step does not use flows to the ones after it.
+# Results: steps write into a work folder outside --out (/tmp/vidaccel_gpu_check/...); after
+# the preflight and after every step the run rewrites --out DIR (default
+# benchmarks/results/gpu_<UTC date>) to SUMMARY.md + results.tar.gz (logs, JSON, CSV, telemetry),
+# each replaced atomically, so --out never holds more than 4 files, none over 16 MiB, and a
+# run killed at the call limit leaves its summary and every finished step. SIGTERM (the
+# outer timeout) stops the running step, keeps its rows so far and packs. Exported models go
+# to $GPU_CHECK_EXPORTS (default /tmp/vidaccel_gpu_exports). The summary is printed last.
 # Exit 0: every step ran and passed; 1: one failed, timed out or did not fit the budget;
-# 2: cannot run here (no CUDA; --tier dali without DALI; bad arguments).
+# 2: cannot run here (no CUDA; --tier dali without DALI or NVDEC; bad arguments).
 #
 # usage: bash scripts/gpu_check.sh [--tier core|dali] [--out DIR] [--budget SECONDS] [--full]
-#                                  [--dry-run] [--pack DIR]
-#   --budget   seconds for all steps (default 480); a step is cut off at its share
-#   --full     every model x every variant, no time limit (not for the lent machine)
-#   --dry-run  print the plan, one "step NAME (Ns): COMMAND" line per step; runs nothing
-#   --pack DIR pack an existing results folder as a run does at its end, then exit
+#                                  [--rehearse-cpu] [--dry-run] [--pack DIR]
+#   --budget        seconds for all steps (default 480)
+#   --full          every model x every variant, no time limit (not for the lent machine)
+#   --rehearse-cpu  the core tier on this CPU: every step, CPU stand-ins (gloo, bf16 autocast,
+#                   small models), tiny sizes; every row the GPU run makes (n/a GPU counters)
+#   --dry-run       print the plan, one "step NAME (Ns): COMMAND" line per step; runs nothing
+#   --pack DIR      pack an existing results folder to SUMMARY.md + results.tar.gz, then exit
 set -uo pipefail
 PY=${PY:-python3}
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,46p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "gpu_check.sh: $*" >&2; exit 2; }
 
-MAX_FILES=8 MAX_FILE_MIB=16 CORE_LIMIT_S=480
-TIER=core OUT="" FULL=0 DRY=0 PACK="" BUDGET=${GPU_CHECK_BUDGET_S:-$CORE_LIMIT_S}
+MAX_FILES=8 MAX_FILE_MIB=16 CORE_LIMIT_S=480 PLAN_LIMIT_S=420 LOG_KEEP_MIB=2
+TIER=core OUT="" FULL=0 DRY=0 PACK="" REHEARSE=0 BUDGET=${GPU_CHECK_BUDGET_S:-$CORE_LIMIT_S}
 while [ $# -gt 0 ]; do
   case "$1" in
     --tier) [ $# -ge 2 ] || die "--tier needs core or dali"; TIER=$2; shift 2 ;;
@@ -51,6 +59,7 @@ while [ $# -gt 0 ]; do
     --full) FULL=1; shift ;;
     --budget) [ $# -ge 2 ] || die "--budget needs a number of seconds"; BUDGET=$2; shift 2 ;;
     --budget=*) BUDGET=${1#--budget=}; shift ;;
+    --rehearse-cpu) REHEARSE=1; shift ;;
     --dry-run) DRY=1; shift ;;
     --pack) [ $# -ge 2 ] || die "--pack needs a results folder"; PACK=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -59,6 +68,8 @@ while [ $# -gt 0 ]; do
 done
 case "$TIER" in core|dali) ;; *) die "--tier must be core or dali, got '$TIER'" ;; esac
 case "$BUDGET" in ''|*[!0-9]*) die "--budget must be whole seconds, got '$BUDGET'" ;; esac
+[ "$REHEARSE" = 1 ] && [ "$TIER" = dali ] && die "--rehearse-cpu rehearses the core tier (DALI's decoder needs NVDEC)"
+[ "$REHEARSE" = 1 ] && [ "$FULL" = 1 ] && die "--rehearse-cpu and --full do not go together"
 
 # ---------------------------------------------------------------------------- packing
 # Everything in DIR but SUMMARY.md goes into DIR/results.tar.gz; at most MAX_FILES files stay,
@@ -73,11 +84,15 @@ pack_results() {
     tar -C "$dir" -czf "$dir/results.tar.gz" -- "${items[@]}" || { echo "gpu_check.sh: cannot pack $dir" >&2; return 1; }
     (cd "$dir" && rm -rf -- "${items[@]}")
   fi
+  check_returnable "$dir" && echo "gpu_check.sh: packed $dir: $(cd "$dir" && find . -type f -printf '%P (%s bytes) ' | sort)"
+}
+
+check_returnable() {
+  local dir=$1 n big
   n=$(find "$dir" -type f | wc -l)
   [ "$n" -le "$MAX_FILES" ] || { echo "gpu_check.sh: $dir still holds $n files (> $MAX_FILES)" >&2; return 1; }
   big=$(find "$dir" -type f -size +"${MAX_FILE_MIB}M" -printf '%P ')
   [ -z "$big" ] || { echo "gpu_check.sh: over ${MAX_FILE_MIB} MiB, will not come back: $big" >&2; return 1; }
-  echo "gpu_check.sh: packed $dir: $(cd "$dir" && find . -type f -printf '%P (%s bytes) ' | sort)"
 }
 if [ -n "$PACK" ]; then pack_results "$PACK"; exit $?; fi
 
@@ -85,127 +100,108 @@ if [ -z "$OUT" ]; then
   OUT="benchmarks/results/gpu_$(date -u +%Y%m%d)"
   [ -e "$OUT" ] && OUT="${OUT}_$(date -u +%H%M%S)"
 fi
-CACHE=${GPU_CHECK_CACHE:-runs/bench_data}
+# The steps write here, outside --out: one folder per --out path (a hash of it).
+WORK=${GPU_CHECK_WORK:-/tmp/vidaccel_gpu_check/$(realpath -m "$OUT" | sha1sum | cut -c1-12)}
 EXPORTS=${GPU_CHECK_EXPORTS:-/tmp/vidaccel_gpu_exports}
 NPROC=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
-# benchmarks.loaders.make_benchmark_data names its folders this way (Big Buck Bunny content,
-# 2 B-frames); the data step makes it once and later runs reuse it.
-DATA720="$CACHE/h264_bbb_1280x720_8s_gop25"
-SYNTH="$CACHE/synth_temporal_64"
-export PY OUT CACHE NPROC DATA720 SYNTH EXPORTS
+
+# ---------------------------------------------------------------------------- sizes
+# The GPU run's sizes, or the CPU rehearsal's stand-ins: the same steps and commands, CPU
+# device, gloo, bf16 autocast, small models and tiny inputs. benchmarks.loaders'
+# make_benchmark_data names its folders this way (Big Buck Bunny content, 2 B-frames); the
+# data step makes them once and later runs reuse them.
+if [ "$REHEARSE" = 0 ]; then
+  DEV=cuda CACHE=${GPU_CHECK_CACHE:-runs/bench_data}
+  DATA_SPEC="videos=6, seconds=8, width=1280, height=720" DATA720="$CACHE/h264_bbb_1280x720_8s_gop25"
+  SYNTH_SPEC="classes=4, videos_per_class=8, frames=16, width=64, height=64"
+  PYTEST_ARGS=""
+  RUNTIME="--models all --variants eager,channels_last,amp,amp_fp16,cuda_graphs --warmup 3 --iters 10"
+  EXPORT="--models r2plus1d_18 --variants compile,aoti,onnx,tensorrt --warmup 3 --iters 10"
+  AMP="--models r2plus1d_18,tsm_resnet18 --variants amp_fp16,amp --warmup 2 --iters 5"
+  NCCL="--amp fp16 --model tsm_resnet18 --clip_len 8 --size 64 --batch_size 8 --num_workers 4"
+  STALL="--model r2plus1d_18 --workers $NPROC --batch-size 8 --clip-len 16 --frame-size 128 --size 112 --amp bf16 --channels-last --steps 20 --warmup-steps 3"
+  STREAM="--models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --seconds 3"
+else
+  DEV=cpu CACHE=${GPU_CHECK_CACHE:-runs/bench_data_rehearsal}
+  DATA_SPEC="videos=2, seconds=1, width=64, height=48" DATA720="$CACHE/h264_bbb_64x48_1s_gop25"
+  SYNTH_SPEC="classes=2, videos_per_class=4, frames=8, width=32, height=32"
+  PYTEST_ARGS="tests/benchmarks/test_timing.py"
+  TINY="--frames 2 --size 32 --batch-size 2 --threads 1 --warmup 0 --iters 2"
+  RUNTIME="--models tsn_resnet18 --variants eager,channels_last,amp,amp_fp16,cuda_graphs $TINY"
+  EXPORT="--models tsn_resnet18 --variants onnx,tensorrt $TINY"
+  AMP="--models tsn_resnet18 --variants amp_fp16,amp $TINY"
+  NCCL="--model tsn_resnet18 --clip_len 4 --size 32 --batch_size 4 --num_workers 0"
+  STALL="--model tsn_resnet18 --workers 1 --batch-size 2 --clip-len 4 --frame-size 36 --size 32 --threads 1 --steps 2 --warmup-steps 1"
+  STREAM="--models tsn_resnet18 --variants eager,channels_last --seconds 1 --clip-len 4 --size 32 --threads 1"
+fi
+SYNTH="$CACHE/synth_temporal"
+export PY WORK CACHE NPROC DATA720 SYNTH EXPORTS DEV NCCL STALL
 
 # ---------------------------------------------------------------------------- the steps
-# "name|seconds (its share of the budget)|fewest seconds worth starting with|command"; a
-# command "fn:NAME" runs the bash function NAME below.
-DATA_STEP="data|35|15|$PY -c 'import sys; from pathlib import Path; from benchmarks.loaders import make_benchmark_data; from accel.synth import make_dataset; c = Path(sys.argv[1]); print(make_benchmark_data(c, 25, videos=6, seconds=8, width=1280, height=720)); s = c / \"synth_temporal_64\"; print(s if s.is_dir() else make_dataset(s, classes=4, videos_per_class=8, frames=16, width=64, height=64))' $CACHE"
+# "name|seconds planned|fewest seconds worth starting with|command"; a command "fn:NAME" runs
+# the bash function NAME below.
+DATA_STEP="data|30|15|$PY -c 'import sys; from pathlib import Path; from benchmarks.loaders import make_benchmark_data; from accel.synth import make_dataset; c = Path(sys.argv[1]); print(make_benchmark_data(c, 25, $DATA_SPEC)); s = Path(sys.argv[2]); print(s if s.is_dir() else make_dataset(s, $SYNTH_SPEC))' $CACHE $SYNTH"
 if [ "$TIER" = core ]; then
   STEPS=(
     "$DATA_STEP"
-    "pytest_gpu|100|30|$PY -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml=$OUT/pytest_gpu.xml"
+    "pytest_gpu|80|30|$PY -m pytest -m gpu -q -rs -p no:cacheprovider --junitxml=$WORK/pytest_gpu.xml $PYTEST_ARGS"
   )
   if [ "$FULL" = 1 ]; then
-    STEPS+=("models_all|0|0|$PY -m benchmarks models --models all --variants all --mode both --device cuda --no-plot --json $OUT/models_all.json --export-dir $EXPORTS")
+    STEPS+=("models_all|0|0|$PY -m benchmarks models --models all --variants all --mode both --device cuda --no-plot --json $WORK/models_all.json --export-dir $EXPORTS")
   else
     STEPS+=(
-      "models_runtime|80|30|$PY -m benchmarks models --models all --variants eager,channels_last,amp,amp_fp16,cuda_graphs --mode infer --device cuda --warmup 3 --iters 10 --no-plot --json $OUT/models_runtime.json"
-      "models_exports|100|40|$PY -m benchmarks models --models r2plus1d_18 --variants compile,aoti,onnx,tensorrt --mode infer --device cuda --warmup 3 --iters 10 --no-plot --json $OUT/models_exports.json --export-dir $EXPORTS"
+      "models_runtime|75|30|$PY -m benchmarks models $RUNTIME --mode infer --device $DEV --no-plot --json $WORK/models_runtime.json"
+      "models_exports|90|40|$PY -m benchmarks models $EXPORT --mode infer --device $DEV --no-plot --json $WORK/models_exports.json --export-dir $EXPORTS"
     )
   fi
   STEPS+=(
-    "train_amp|25|10|$PY -m benchmarks models --models r2plus1d_18,tsm_resnet18 --variants amp_fp16,amp --mode train --device cuda --warmup 2 --iters 5 --no-plot --json $OUT/train_amp.json"
+    "train_amp|25|10|$PY -m benchmarks models $AMP --mode train --device $DEV --no-plot --json $WORK/train_amp.json"
     "nccl|30|15|fn:step_nccl"
-    "train_stall|60|30|fn:step_train_stall_cpu"
-    "stream|45|20|$PY -m benchmarks stream --models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --fps 30 --seconds 6 --device cuda --json $OUT/stream.json"
+    "train_stall|50|25|fn:step_train_stall_cpu"
+    "stream|40|20|$PY -m benchmarks stream $STREAM --fps 30 --device $DEV --json $WORK/stream.json"
   )
 else
   STEPS=(
     "$DATA_STEP"
-    "dali_frames|60|15|fn:step_dali_frames"
-    "pytest_dali|90|30|$PY -m pytest -m gpu tests/data/test_dali.py -q -rs -p no:cacheprovider --junitxml=$OUT/pytest_dali.xml"
-    "loaders|150|40|$PY -m benchmarks loaders --data $DATA720 --backends naive,pyav,decord,dali --workers $NPROC --clip-len 16 --size 112 --clips 48 --batch-size 8 --no-overhead --json $OUT/loaders_720p.json"
-    "train_stall_dali|120|30|fn:step_train_stall_dali"
+    "dali_frames|50|15|fn:step_dali_frames"
+    "pytest_dali|80|30|$PY -m pytest -m gpu tests/data/test_dali.py -q -rs -p no:cacheprovider --junitxml=$WORK/pytest_dali.xml"
+    "loaders|140|40|$PY -m benchmarks loaders --data $DATA720 --backends naive,pyav,decord,dali --workers $NPROC --clip-len 16 --size 112 --clips 48 --batch-size 8 --no-overhead --json $WORK/loaders_720p.json"
+    "train_stall_dali|110|30|fn:step_train_stall_dali"
   )
 fi
 
 if [ "$DRY" = 1 ]; then
   total=0
-  echo "gpu_check.sh --dry-run: tier $TIER, would write $OUT (budget ${BUDGET}s$([ "$FULL" = 1 ] && echo ', --full: no limit'))"
+  echo "gpu_check.sh --dry-run: tier $TIER$([ "$REHEARSE" = 1 ] && echo ' (CPU rehearsal)'), would write $OUT, steps in $WORK (budget ${BUDGET}s$([ "$FULL" = 1 ] && echo ', --full: no limit'))"
   for s in "${STEPS[@]}"; do
     IFS='|' read -r name want min cmd <<<"$s"
     echo "step $name (${want}s): $cmd"
     total=$((total + want))
   done
-  echo "planned: ${total}s of steps for tier $TIER (core limit ${CORE_LIMIT_S}s)"
+  echo "planned: ${total}s of steps for tier $TIER (at most ${PLAN_LIMIT_S}s of the ${CORE_LIMIT_S}s budget)"
   exit 0
 fi
 
 # ---------------------------------------------------------------------------- preflight
 command -v timeout >/dev/null || die "needs coreutils' timeout"
-PREFLIGHT=$(mktemp /tmp/gpu_check_preflight.XXXXXX.json)
-"$PY" - "$PREFLIGHT" "$TIER" <<'PY'
-"""What this machine has for the GPU checks: one line each; exit 3 without CUDA, 4 without
-DALI for the dali tier."""
-import importlib, importlib.util, json, subprocess, sys
-
-import torch
-
-found = {"tier": sys.argv[2], "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-         "cuda_available": torch.cuda.is_available()}
-say = lambda k, v: print(f"preflight: {k}: {v}", flush=True)  # noqa: E731
-say("CUDA", f"torch {torch.__version__} built for CUDA {torch.version.cuda or 'none'}; "
-            f"device {'available' if found['cuda_available'] else 'NOT available'}")
-if found["cuda_available"]:
-    from accel.telemetry import nvml_driver_version
-    found.update(gpu=torch.cuda.get_device_name(0), capability=".".join(map(str, torch.cuda.get_device_capability(0))),
-                 gpu_count=torch.cuda.device_count(), driver=nvml_driver_version() or "n/a")
-    say("GPU", f"{found['gpu']} (compute capability {found['capability']}, {found['gpu_count']} device(s))")
-    say("driver", found["driver"])
-try:
-    ldc = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, timeout=20).stdout
-    libs = sorted({line.split()[0] for line in ldc.splitlines() if "libnvcuvid" in line})
-    found["libnvcuvid"] = libs
-    say("libnvcuvid", ", ".join(libs) if libs else "NOT found by ldconfig -p (NVDEC, and so DALI's GPU decoder, cannot work)")
-except (OSError, subprocess.SubprocessError) as e:
-    found["libnvcuvid"] = f"unknown ({e})"
-    say("libnvcuvid", found["libnvcuvid"])
-from accel.telemetry import nvml_counter_support
-support = nvml_counter_support(0)
-found["nvml_counters"] = support
-if support:
-    ok = [k for k, v in support.items() if v == "ok"]
-    no = [f"{k} ({v})" for k, v in support.items() if v != "ok"]
-    say("NVML counters", f"supported: {', '.join(ok) or 'none'}" + (f"; unsupported (read n/a): {'; '.join(no)}" if no else ""))
-else:
-    say("NVML counters", "none (nvidia-ml-py missing or no NVIDIA driver): GPU telemetry reads n/a")
-try:
-    import nvidia.dali as dali
-    import nvidia.dali.fn  # noqa: F401  (a wheel for another CUDA fails here)
-    found["dali"] = dali.__version__
-    say("DALI", f"{dali.__version__} (built for CUDA {dali.__cuda_version__ // 1000}, {dali.__cuda_version__})")
-except Exception as e:  # noqa: BLE001  (missing, or a wheel for another CUDA)
-    found["dali"] = None
-    say("DALI", f"not importable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                + ("" if sys.argv[2] == "dali" else "; the core tier goes on without it"))
-found["cpu_decoders"] = {m: importlib.util.find_spec(m) is not None for m in ("av", "decord", "torchcodec", "skvideo")}
-say("CPU decoders", ", ".join(f"{m} {'yes' if v else 'no'}" for m, v in found["cpu_decoders"].items()))
-json.dump(found, open(sys.argv[1], "w"), indent=2)
-sys.exit(3 if not found["cuda_available"] else 4 if sys.argv[2] == "dali" and not found["dali"] else 0)
-PY
+rm -rf "$WORK" && mkdir -p "$WORK/logs" || die "cannot create the work folder $WORK"
+"$PY" -m benchmarks.gpu_preflight "$WORK/preflight.json" --tier "$TIER" \
+  $([ "$REHEARSE" = 1 ] && echo --cpu) 2> "$WORK/logs/preflight.err"
 rc=$?
-case "$rc" in
-  0) ;;
-  3) rm -f "$PREFLIGHT"; die "no CUDA device here (torch.cuda.is_available() is False): the GPU checks need one GPU; nothing was run" ;;
-  4) rm -f "$PREFLIGHT"; die "--tier dali: NVIDIA DALI does not import; carry it with bash scripts/device_kit.sh --dali (or pip install 'vidaccel[dali]'); nothing was run" ;;
-  *) rm -f "$PREFLIGHT"; die "the preflight itself failed (exit $rc); nothing was run" ;;
-esac
+if [ "$rc" != 0 ]; then
+  why=$(grep '^gpu_check.sh: ' "$WORK/logs/preflight.err" | tail -n 1)
+  [ -n "$why" ] || why="gpu_check.sh: the preflight itself failed (exit $rc): $(tail -n 1 "$WORK/logs/preflight.err"); nothing was run"
+  rm -rf "$WORK"
+  echo "$why" >&2
+  exit 2
+fi
 
-mkdir -p "$OUT/logs" "$EXPORTS" || die "cannot create $OUT"
-mv "$PREFLIGHT" "$OUT/preflight.json"
+mkdir -p "$OUT" "$EXPORTS" || die "cannot create $OUT"
 START=$(date +%s)
-printf 'step\tstatus\tseconds\tlimit_s\tcommand\n' > "$OUT/steps.tsv"
-echo "gpu_check.sh: tier $TIER, results in $OUT (budget ${BUDGET}s, $NPROC CPU cores)"
+printf 'step\tstatus\tseconds\tlimit_s\tcommand\n' > "$WORK/steps.tsv"
+echo "gpu_check.sh: tier $TIER$([ "$REHEARSE" = 1 ] && echo ' (CPU rehearsal)'), results in $OUT (budget ${BUDGET}s, $NPROC CPU cores; work folder $WORK)"
 
-"$PY" - "$OUT" <<'PY' > "$OUT/logs/environment.log" 2>&1
+"$PY" - "$WORK" <<'PY' > "$WORK/logs/environment.log" 2>&1
 import json, subprocess, sys
 from pathlib import Path
 from benchmarks.common import environment
@@ -225,7 +221,7 @@ print(env["gpu"], env["driver"], env["torch"], env["cuda"], "DALI", env["dali"])
 PY
 
 # Telemetry over the whole run: a background sampler at 2 Hz, stopped at the end (SIGTERM).
-"$PY" - "$OUT/telemetry.json" <<'PY' > "$OUT/logs/telemetry.log" 2>&1 &
+"$PY" - "$WORK/telemetry.json" <<'PY' > "$WORK/logs/telemetry.log" 2>&1 &
 import json, signal, sys, threading, time
 from accel.telemetry import P99_SAFE_HZ, Telemetry
 stop = threading.Event()
@@ -233,19 +229,56 @@ signal.signal(signal.SIGTERM, lambda *a: stop.set())
 wall0 = time.time()
 with Telemetry(hz=P99_SAFE_HZ) as tel:
     t0 = time.perf_counter()
-    while not stop.wait(1.0):
+    while not stop.wait(0.5):
         pass
 for s in tel.samples:
     s["unix_time"] = wall0 + s.pop("t") - t0
 json.dump({"summary": tel.summary(), "samples": tel.samples}, open(sys.argv[1], "w"), default=str)
 PY
 TELEMETRY_PID=$!
-stop_telemetry() { kill -TERM "$TELEMETRY_PID" 2>/dev/null && wait "$TELEMETRY_PID" 2>/dev/null; }
-trap 'stop_telemetry' EXIT
+stop_telemetry() {
+  [ -n "${TELEMETRY_PID:-}" ] && kill -TERM "$TELEMETRY_PID" 2>/dev/null && wait "$TELEMETRY_PID" 2>/dev/null
+  TELEMETRY_PID=""
+}
 
+# ---------------------------------------------------------------------------- publishing
+# WORK -> OUT/SUMMARY.md + OUT/results.tar.gz, each written beside and renamed over the old
+# one: whenever the run stops, OUT holds the last complete pair. Logs over LOG_KEEP_MIB keep
+# their tail (a run's JSON is small; a chatty log must not push the tar past 16 MiB).
+publish() {
+  local f
+  "$PY" -m benchmarks.gpu_summary "$WORK" > "$WORK/logs/summary.log" 2>&1 \
+    || echo "gpu_check.sh: the summary failed; see logs/summary.log" >&2
+  for f in "$WORK"/logs/*.log; do
+    [ -f "$f" ] && [ "$(stat -c %s "$f")" -gt $(( LOG_KEEP_MIB * 1048576 )) ] \
+      && tail -c "${LOG_KEEP_MIB}M" "$f" > "$f.tail" && mv -f "$f.tail" "$f"
+  done
+  tar -C "$WORK" -czf "$OUT/.results.tar.gz.part" . && mv -f "$OUT/.results.tar.gz.part" "$OUT/results.tar.gz" \
+    || echo "gpu_check.sh: cannot pack $WORK into $OUT/results.tar.gz" >&2
+  [ -f "$WORK/SUMMARY.md" ] && cp "$WORK/SUMMARY.md" "$OUT/.SUMMARY.md.part" \
+    && mv -f "$OUT/.SUMMARY.md.part" "$OUT/SUMMARY.md"
+  check_returnable "$OUT"
+}
+
+STEP_PID="" STEP_NAME="" STEP_T0=0 STEP_LIMIT=0 STEP_CMD=""
+on_signal() {
+  trap - TERM INT
+  echo "gpu_check.sh: stopped by a signal${STEP_NAME:+ during $STEP_NAME}; packing what finished" >&2
+  if [ -n "$STEP_PID" ]; then
+    kill -TERM "$STEP_PID" 2>/dev/null && wait "$STEP_PID" 2>/dev/null
+    printf '%s\tkilled (call limit)\t%s\t%s\t%s\n' "$STEP_NAME" "$(( $(date +%s) - STEP_T0 ))" "$STEP_LIMIT" \
+      "$STEP_CMD" >> "$WORK/steps.tsv"
+  fi
+  stop_telemetry
+  publish
+  exit 1
+}
+trap on_signal TERM INT
+trap 'stop_telemetry' EXIT
+publish  # a SUMMARY.md (the preflight) from the first second on
 # ---------------------------------------------------------------------------- helpers
 step_dali_frames() {
-"$PY" - "$OUT" "$CACHE" <<'PY'
+"$PY" - "$WORK" "$CACHE" <<'PY'
 """DALI on NVDEC vs PyAV: the same frames (index-coded videos), pixels within tolerance."""
 import json, sys, importlib.util
 from pathlib import Path
@@ -303,58 +336,67 @@ PY
 }
 
 step_train_stall() {
-  # python -m benchmarks train: r2plus1d_18, bf16, channels-last, every CPU core decoding.
-  "$PY" -m benchmarks train --model r2plus1d_18 --backends "$1" --data "$DATA720" \
-    --workers "$NPROC" --batch-size 8 --clip-len 16 --frame-size 128 --size 112 --amp bf16 \
-    --channels-last --steps 20 --warmup-steps 3 --device cuda --json "$OUT/$2.json"
+  # python -m benchmarks train: the stall sizes ($STALL: r2plus1d_18, bf16, channels-last, every
+  # CPU core decoding on the GPU machine), one backend list.
+  "$PY" -m benchmarks train --backends "$1" --data "$DATA720" $STALL --device "$DEV" --json "$WORK/$2.json"
 }
 step_train_stall_cpu() { step_train_stall pyav,decord train_stall; }
 step_train_stall_dali() { step_train_stall dali,pyav train_stall_dali; }
 
 step_nccl() {
-  # One process group of one GPU over NCCL (what a multi-GPU run initialises), fp16 with a
-  # GradScaler, one epoch of the small synthetic dataset.
-  # Its checkpoints (~45 MB) stay outside --out with the exports; the metrics come back.
+  # torchrun with one process: its process group (NCCL on the GPU, gloo in the CPU rehearsal)
+  # and the DDP wrapper, as a multi-GPU run makes them; one epoch of the small synthetic
+  # dataset ($NCCL: fp16 with a GradScaler on the GPU). Its checkpoints (~45 MB) stay outside
+  # the results with the exports; the metrics (with "distributed") come back.
   "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 train.py --data_dir "$SYNTH" \
-    --out_dir "$EXPORTS/nccl" --device cuda --amp fp16 --model tsm_resnet18 --clip_len 8 --size 64 \
-    --batch_size 8 --epochs 1 --num_workers 4 --no_progress --no_tensorboard \
-    && cp "$EXPORTS/nccl/metrics.json" "$OUT/nccl_metrics.json"
+    --out_dir "$EXPORTS/nccl" --device "$DEV" $NCCL --epochs 1 --no_progress --no_tensorboard \
+    && cp "$EXPORTS/nccl/metrics.json" "$WORK/nccl_metrics.json"
 }
 export -f step_dali_frames step_train_stall step_train_stall_cpu step_train_stall_dali step_nccl
 
 # ---------------------------------------------------------------------------- run
-FAILED=0
+# A step's limit: the time left minus the fewest seconds the steps after it need.
+MINS=()
+for s in "${STEPS[@]}"; do IFS='|' read -r _ _ min _ <<<"$s"; MINS+=("$min"); done
+FAILED=0 i=0
 for s in "${STEPS[@]}"; do
   IFS='|' read -r name want min cmd <<<"$s"
+  i=$((i + 1)) rest=0
+  for m in "${MINS[@]:$i}"; do rest=$((rest + m)); done
   left=$(( START + BUDGET - $(date +%s) ))
   if [ "$FULL" = 1 ]; then
     limit=0
-  elif [ "$left" -lt "$min" ]; then
-    printf '%s\tout of time\t0\t%s\t%s\n' "$name" "$left" "$cmd" >> "$OUT/steps.tsv"
-    echo "  $name: not run, ${left}s left of the budget"; FAILED=1; continue
   else
-    limit=$(( want < left ? want : left ))
+    limit=$(( left - rest ))
+    if [ "$limit" -lt "$min" ]; then
+      printf '%s\tout of time\t0\t%s\t%s\n' "$name" "$limit" "$cmd" >> "$WORK/steps.tsv"
+      echo "  $name: not run, ${left}s left of the budget and ${rest}s owed to the steps after it"
+      FAILED=1; publish; continue
+    fi
   fi
   echo "  $name (limit ${limit}s) ..."
-  t0=$(date +%s)
-  timeout -k 10 "$limit" bash -c "${cmd#fn:}" > "$OUT/logs/$name.log" 2>&1
+  STEP_NAME=$name STEP_T0=$(date +%s) STEP_LIMIT=$limit STEP_CMD=$cmd
+  timeout -k 10 "$limit" bash -c "${cmd#fn:}" > "$WORK/logs/$name.log" 2>&1 &
+  STEP_PID=$!
+  wait "$STEP_PID"
   rc=$?
-  dt=$(( $(date +%s) - t0 ))
+  STEP_PID="" STEP_NAME=""
+  dt=$(( $(date +%s) - STEP_T0 ))
   case "$rc" in
     0) status=ok ;;
     124|137) status="timed out"; FAILED=1 ;;
     *) status="failed (exit $rc)"; FAILED=1 ;;
   esac
-  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$dt" "$limit" "$cmd" >> "$OUT/steps.tsv"
+  printf '%s\t%s\t%s\t%s\t%s\n' "$name" "$status" "$dt" "$limit" "$cmd" >> "$WORK/steps.tsv"
   echo "  $name: $status in ${dt}s (log: logs/$name.log in results.tar.gz)"
+  publish || FAILED=1
 done
 stop_telemetry
-trap - EXIT
+trap - EXIT TERM INT
 
 # ---------------------------------------------------------------------------- summary
-"$PY" -m benchmarks.gpu_summary "$OUT" > "$OUT/logs/summary.log" 2>&1 \
-  || { echo "gpu_check.sh: the summary failed; see logs/summary.log" >&2; FAILED=1; }
-pack_results "$OUT" || FAILED=1
+publish || FAILED=1
+rm -rf "$WORK"  # all of it is in results.tar.gz
 if [ "$FAILED" = 0 ]; then
   echo "gpu_check.sh: all $TIER checks passed; $OUT holds SUMMARY.md and results.tar.gz"
 else

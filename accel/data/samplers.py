@@ -93,3 +93,30 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+class RepeatSampler(Sampler[int]):
+    """``num_samples`` indices from seeded permutations of ``range(num_items)`` laid end to
+    end: a benchmark's warm-up plus timed steps in one epoch, however few the items (so no
+    step waits on a loader or DALI pipeline rebuilt at an epoch boundary). Each pass is a
+    new permutation of (seed, epoch, pass)."""
+
+    def __init__(self, num_items: int, *, num_samples: int, seed: int = 0) -> None:
+        if num_items < 1 or num_samples < 1:
+            raise ValueError(f"num_items and num_samples must be >= 1, got {num_items} and {num_samples}")
+        self.num_items, self.num_samples, self.seed = num_items, num_samples, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        order: list[int] = []
+        passes = -(-self.num_samples // self.num_items)
+        for k in range(passes):
+            g = epoch_generator(self.seed, self.epoch * passes + k)
+            order += torch.randperm(self.num_items, generator=g).tolist()
+        return iter(order[: self.num_samples])
+
+    def __len__(self) -> int:
+        return self.num_samples

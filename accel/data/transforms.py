@@ -53,8 +53,8 @@ def to_device(host: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]; float passes through. Keeps the memory format."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
+    """uint8 [0, 255] -> float32 [0, 1] in one pass; float passes through. Keeps the memory format."""
+    return x.div(255) if x.dtype == torch.uint8 else x
 
 
 def frames_view(x: torch.Tensor) -> torch.Tensor:
@@ -75,9 +75,14 @@ def _clips_view(frames: torch.Tensor, b: int, t: int) -> torch.Tensor:
     return frames.reshape(b, t, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def warp(x: torch.Tensor, theta: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+def warp(x: torch.Tensor, theta: torch.Tensor, size: int | Sequence[int], *,
+         channels_last: bool = True) -> torch.Tensor:
     """Resample every frame of clip i with the affine ``theta[i]`` (2x3, output -> input in
-    normalised coordinates) to ``size``; returns float (B, C, T, h, w) channels_last_3d."""
+    normalised coordinates) to ``size``; returns float (B, C, T, h, w) channels_last_3d.
+
+    ``grid_sample`` writes (B*T, C, h, w) contiguous frames; ``channels_last=False`` returns
+    their clip view as it is, for a caller whose next pass writes channels_last_3d anyway
+    (:class:`ClipTransform`'s normalisation), which saves a full copy of the batch."""
     _check_batch(x)
     b, c, t, _, _ = x.shape
     h, w = _size2(size)
@@ -87,7 +92,8 @@ def warp(x: torch.Tensor, theta: torch.Tensor, size: int | Sequence[int]) -> tor
                          align_corners=False)
     out = F.grid_sample(frames, grid, mode="bilinear", padding_mode="reflection",
                         align_corners=False)
-    return _clips_view(out, b, t).contiguous(memory_format=torch.channels_last_3d)
+    clips = _clips_view(out, b, t)
+    return clips.contiguous(memory_format=torch.channels_last_3d) if channels_last else clips
 
 
 def _identity(b: int, device) -> torch.Tensor:
@@ -226,15 +232,26 @@ def color_jitter(x: torch.Tensor, *, brightness: float = 0.0, contrast: float = 
 
 def normalize(x: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
               std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
-    """(x/255 for uint8 - mean) / std per channel; keeps channels_last_3d."""
+    """(x/255 for uint8 - mean) / std per channel, in one pass; returns channels_last_3d."""
     _check_batch(x)
-    return _normalize(to_float(x), to_device(torch.tensor([list(mean), list(std)]), x.device))
+    return _normalize(x, to_device(_affine(mean, std), x.device))
 
 
-def _normalize(x: torch.Tensor, stats: torch.Tensor) -> torch.Tensor:
-    """``stats``: (2, C) mean and std on ``x``'s device."""
-    stats = stats.to(x.dtype).view(2, 1, -1, 1, 1, 1)
-    return (x - stats[0]) / stats[1]
+def _affine(mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """(3, C): the scale for float input (1 / std), for uint8 input (1 / (255 std)), and the
+    shift (-mean / std): normalising is then one multiply-add."""
+    m, s = torch.tensor(list(mean), dtype=torch.float64), torch.tensor(list(std), dtype=torch.float64)
+    return torch.stack([1 / s, 1 / (255 * s), -m / s]).float()
+
+
+def _normalize(x: torch.Tensor, affine: torch.Tensor) -> torch.Tensor:
+    """``affine``: :func:`_affine` on ``x``'s device. One pass (``addcmul``) reads ``x`` in any
+    layout and dtype and writes float channels_last_3d (the batch contract)."""
+    a = affine.view(3, 1, -1, 1, 1, 1)
+    scale = a[1] if x.dtype == torch.uint8 else a[0]
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    out = torch.empty(x.shape, dtype=dtype, device=x.device, memory_format=torch.channels_last_3d)
+    return torch.addcmul(a[2].to(dtype), x, scale.to(dtype), out=out)
 
 
 class Normalize:
@@ -247,10 +264,10 @@ class Normalize:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         _check_batch(x)
-        stats = self._on.get(x.device)
-        if stats is None:
-            stats = self._on[x.device] = to_device(torch.tensor([list(self.mean), list(self.std)]), x.device)
-        return _normalize(to_float(x), stats)
+        affine = self._on.get(x.device)
+        if affine is None:
+            affine = self._on[x.device] = to_device(_affine(self.mean, self.std), x.device)
+        return _normalize(x, affine)
 
 
 @dataclass
@@ -297,12 +314,12 @@ class ClipTransform(AugmentOptions):
             factors = jitter_factors(b, brightness=self.brightness, contrast=self.contrast,
                                      saturation=self.saturation, generator=generator)
             params = to_device(torch.cat([theta.reshape(b, 6), factors], 1), x.device)
-            x = warp(x, params[:, :6].view(b, 2, 3), self.size)
+            x = warp(x, params[:, :6].view(b, 2, 3), self.size, channels_last=False)
             x = apply_jitter(x, params[:, 6:], brightness=bool(self.brightness),
                              contrast=bool(self.contrast), saturation=bool(self.saturation))
         elif self.crop_fraction < 1.0 or (h, w) != _size2(self.size):
             crop = (round(h * self.crop_fraction), round(w * self.crop_fraction))
-            x = warp(x, center_crop_theta(b, (h, w), crop), self.size)
+            x = warp(x, center_crop_theta(b, (h, w), crop), self.size, channels_last=False)
         if self._normalizer is None or self._normalizer.stats != (tuple(self.mean), tuple(self.std)):
             self._normalizer = Normalize(self.mean, self.std)
         return self._normalizer(x)

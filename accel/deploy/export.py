@@ -6,7 +6,7 @@ export             artifact, runtime                           where it runs
 ``export_onnx``    ``.onnx``, ONNX Runtime                     CPU here; CUDA with onnxruntime-gpu
 ``export_aoti``    ``.pt2`` AOTInductor package                CPU and CUDA (compiled for the
                                                                example's device)
-``export_tensorrt````.ep`` torch-tensorrt ExportedProgram        CUDA only; needs vidaccel[trt]
+``export_tensorrt````.ep`` torch-tensorrt ExportedProgram        CUDA only; needs torch-tensorrt
 =================  ==========================================  ==============================
 
 Every exporter returns an ``ExportResult`` with the artifact path, a loaded callable,
@@ -214,12 +214,19 @@ def export_aoti(model: nn.Module, example: torch.Tensor, path: str | Path, *,
 
 
 # --------------------------------------------------------------------------- TensorRT
+def trt_install_hint(torch_version: str | None = None) -> str:
+    """torch-tensorrt pinned to the installed torch's minor (each release pins one torch:
+    an unpinned install would pull a torch-tensorrt that needs, and installs, another torch)."""
+    major, minor = (torch_version or torch.__version__).split("+")[0].split(".")[:2]
+    return f"pip install 'torch-tensorrt=={major}.{minor}.*'"
+
+
 def _import_torch_tensorrt():
     try:
         import torch_tensorrt
     except ImportError as e:
         raise ImportError(
-            "TensorRT export needs torch-tensorrt: pip install 'vidaccel[trt]' on a CUDA machine "
+            f"TensorRT export needs torch-tensorrt: {trt_install_hint()} on a CUDA machine "
             "(TensorRT itself is not installable from every package registry; the ONNX and "
             "AOTInductor exports work without it)") from e
     return torch_tensorrt

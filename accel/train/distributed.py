@@ -1,8 +1,10 @@
 """Distributed data parallel plumbing for ``torchrun``: process group, barriers, gathers.
 
 ``torchrun --nproc_per_node=N train.py ...`` sets RANK / WORLD_SIZE / LOCAL_RANK; without
-them everything here degrades to one process (rank 0 of 1). The backend is NCCL on CUDA
-and Gloo on CPU.
+them everything here degrades to one process (rank 0 of 1). A torchrun launch always makes
+its process group, even of one process, so that ``--nproc_per_node=1`` runs the same DDP and
+collective path as N processes (and its NCCL or Gloo set-up is checked). The backend is NCCL
+on CUDA and Gloo on CPU.
 
 The shard samplers live with the data path (:mod:`accel.data.samplers`): deterministic
 functions of (seed, epoch), each rank taking its own disjoint slice of one global order.
@@ -31,7 +33,12 @@ class DistInfo:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """A process group exists (torchrun launched us), whatever its size."""
+        return self.backend is not None
+
+    def describe(self) -> dict:
+        """What metrics.json records: ``{"backend": "nccl" | "gloo" | None, "world_size": N}``."""
+        return {"backend": self.backend, "world_size": self.world_size}
 
     @property
     def is_main(self) -> bool:
@@ -50,9 +57,9 @@ def init_distributed(device_kind: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     """
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:  # not launched by torchrun
         return DistInfo()
+    world = int(os.environ["WORLD_SIZE"])
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     backend = "nccl" if device_kind == "cuda" else "gloo"

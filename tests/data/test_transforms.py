@@ -155,3 +155,71 @@ def test_to_device_is_a_no_op_on_cpu_and_for_device_tensors():
     assert T.to_device(t, "cpu") is t
     on_device = torch.empty(3, device="meta")  # e.g. a slice of the packed parameters: no pinning
     assert T.to_device(on_device, "meta") is on_device
+
+
+class BatchPasses:
+    """Every op in the block that writes a whole batch-sized meta tensor (a pass over the
+    batch's memory on a GPU), by name; views and allocations write nothing."""
+
+    def __init__(self, numel: int):
+        self.numel, self.names = numel, []
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode  # noqa: PLC2701 - no public home
+
+        names, numel = self.names, self.numel
+        free = {"empty", "empty_strided", "view", "permute", "reshape", "_unsafe_view", "expand", "as_strided",
+                "slice", "select", "alias", "detach", "unsqueeze", "squeeze", "_reshape_alias", "t", "transpose"}
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                name = func.overloadpacket.__name__
+                if isinstance(out, torch.Tensor) and out.device.type == "meta" and out.numel() >= numel \
+                        and name not in free:
+                    names.append(name)
+                return out
+
+        self._mode = Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_normalize_is_one_pass_into_channels_last(dtype):
+    """(x [/255] - mean) / std used 2 passes on float and 4 on uint8 (float copy, /255, -, /):
+    now one multiply-add, writing channels_last_3d whatever the input layout."""
+    x = torch.empty(4, 3, 5, 24, 24, dtype=dtype, device="meta")  # contiguous, not channels-last
+    norm = T.Normalize()
+    norm(x)
+    with BatchPasses(x.numel()) as p:
+        y = norm(x)
+    assert p.names == ["addcmul"], p.names
+    assert y.dtype == torch.float32 and y.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_clip_transform_makes_no_extra_copy_after_grid_sample(train):
+    """grid_sample writes contiguous frames; the channels-last copy after it was a full extra
+    pass, now left to the normalisation, which writes channels_last_3d anyway."""
+    tf = T.ClipTransform(24, train=train, crop_fraction=0.8, brightness=0, contrast=0, saturation=0)
+    x = torch.empty(4, 3, 5, 32, 40, dtype=torch.uint8, device="meta").contiguous(
+        memory_format=torch.channels_last_3d)
+    g = torch.Generator().manual_seed(0)
+    tf(x, generator=g)
+    with BatchPasses(4 * 3 * 5 * 24 * 24) as p:
+        y = tf(x, generator=g)
+    jitter = ["clamp_"] if train else []  # apply_jitter's in-place clamp (no factor to apply here)
+    assert p.names == ["div", "grid_sampler_2d", *jitter, "addcmul"], p.names
+    assert y.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_one_pass_normalize_matches_the_formula():
+    x = torch.randint(0, 256, (2, 3, 4, 8, 8), dtype=torch.uint8)
+    mean, std = (0.43, 0.39, 0.37), (0.23, 0.22, 0.21)
+    want = (x.float() / 255 - torch.tensor(mean).view(1, 3, 1, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1, 1)
+    for got in (T.Normalize(mean, std)(x), T.normalize(x, mean, std), T.normalize(x.float() / 255, mean, std)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -157,3 +157,12 @@ def test_tensorrt_round_trip(tmp_path, name, precision, tol):
     assert r.parity["max_abs_diff"] < tol, r.parity
     out = load_exported(r.path, "cuda")(clips(5, 8, 64, seed=5).cuda())
     assert out.shape == (5, 5) and out.dtype == torch.float32
+
+
+def test_the_tensorrt_hint_pins_torchs_minor(monkeypatch):
+    """torch-tensorrt releases each pin one torch: the hint names the installed minor."""
+    from accel.deploy.export import trt_install_hint
+
+    assert trt_install_hint("2.11.0+cu130") == "pip install 'torch-tensorrt==2.11.*'"
+    monkeypatch.setattr(torch, "__version__", "2.13.0")
+    assert trt_install_hint() == "pip install 'torch-tensorrt==2.13.*'"

@@ -47,3 +47,24 @@ def test_torchrun_two_processes_on_cpu(tmp_path, temporal_dataset):
     assert e.returncode == 0, e.stderr[-3000:]
     evaluated = json.loads((ev / "metrics.json").read_text())["test"]
     assert evaluated["clip"] == m["test"]["clip"] and evaluated["video"] == m["test"]["video"]
+
+
+def test_a_torchrun_launch_of_one_process_makes_its_group_and_says_so():
+    """torchrun --nproc_per_node=1 sets RANK and WORLD_SIZE=1: the process group (Gloo on the
+    CPU) is made all the same, so the one-process GPU check runs DDP over NCCL; without
+    torchrun's variables nothing is made."""
+    code = (
+        "import torch.distributed as dist\n"
+        "from accel.train.distributed import init_distributed, destroy\n"
+        "info = init_distributed('cpu', timeout_s=30)\n"
+        "print(info.distributed, dist.is_initialized(), info.describe())\n"
+        "destroy(info)\n")
+    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(29500 + os.getpid() % 1000), PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split("\n")[0] == "True True {'backend': 'gloo', 'world_size': 1}"
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        env.pop(var)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert r.stdout.split("\n")[0] == "False False {'backend': None, 'world_size': 1}", r.stderr[-2000:]

@@ -11,8 +11,18 @@ import importlib.util
 
 import torch
 
-INSTALL_HINT = "pip install 'vidaccel[dali]'"
 DALI_DEVICES = ("gpu", "cpu")
+
+
+def dali_install_hint(torch_cuda: str | None = None) -> str:
+    """The pip line for the DALI wheel matching torch's CUDA major (DALI must match it):
+    ``vidaccel[dali-cu13]`` for a CUDA 13 torch, ``vidaccel[dali]`` (CUDA 12) otherwise."""
+    cuda = torch.version.cuda if torch_cuda is None else torch_cuda
+    major = (cuda or "").split(".")[0]
+    return "pip install 'vidaccel[dali-cu13]'" if major == "13" else "pip install 'vidaccel[dali]'"
+
+
+INSTALL_HINT = dali_install_hint()
 
 
 class DaliUnavailable(RuntimeError):

@@ -271,6 +271,22 @@ _TWO_STREAM_OPTIONS = {"mpeg4": {"qscale": "3"}, "h264": {"crf": "18", "preset":
                                 "x265-params": "keyint=30:min-keyint=30:bframes=2:log-level=error"}}
 
 
+def tag_rotation(src: str | Path, dst: str | Path, degrees: int) -> Path:
+    """``src``'s video stream copied to ``dst`` with a display matrix (a phone video held
+    sideways): ``degrees`` counterclockwise, as FFmpeg's ``rotate`` tag and players read it."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        stream.set_display_rotation(degrees)
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is None:  # the demuxer's end-of-stream flush packet
+                continue
+            packet.stream = stream
+            out.mux(packet)
+    return Path(dst)
+
+
 def write_two_stream_video(path: str | Path, *, frames: tuple[int, int] = (30, 45),
                            codecs: tuple[str, str] = ("mpeg4", "h264")) -> Path:
     """Two index-coded video streams: #0 48x32 at 25 fps, #1 64x64 at 30 fps (``codecs``:

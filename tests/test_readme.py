@@ -1,7 +1,7 @@
 """The README's Python examples run as written, on real files made to their names.
 
 Each ```python block of README.md runs in a fresh interpreter namespace, in a folder that holds
-what the examples open (``clip.mp4``, ``two_streams.mkv``, a ``data/`` tree of class folders, a
+what the examples open (``clip.mp4``, ``phone.mp4``, ``two_streams.mkv``, a ``data/`` tree of class folders, a
 ``resnet18.pth``). A block preceded by ``<!-- readme-test: needs cuda -->`` (or ``dali``) skips
 cleanly where that is missing. torchvision's weight download is answered offline with an
 architecture's own random weights, so ``pretrained=True`` examples run without a network.
@@ -46,10 +46,11 @@ def _missing(needs: set[str]) -> str | None:
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory) -> Path:
     """A folder with the files the examples name."""
-    from accel.synth import make_dataset, write_index_video, write_two_stream_video
+    from accel.synth import make_dataset, tag_rotation, write_index_video, write_two_stream_video
 
     root = tmp_path_factory.mktemp("readme")
     write_index_video(root / "clip.mp4", 40)
+    tag_rotation(root / "clip.mp4", root / "phone.mp4", 90)
     write_two_stream_video(root / "two_streams.mkv")
     make_dataset(root / "data", classes=2, videos_per_class=5, frames=24, width=64, height=48)
     import torchvision

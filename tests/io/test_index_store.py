@@ -209,3 +209,16 @@ def test_a_clip_from_a_long_video_reads_only_the_clip_once_indexed(folder, tmp_p
     wanted = list(range(1970, 1986))
     frames = open_video(video, backend).get_frames(wanted).numpy()
     assert [read_frame_index(f) for f in frames] == wanted
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_display_rotation_is_indexed_and_applied_without_the_command_line(folder, tmp_path, degrees):
+    from accel.synth import tag_rotation
+
+    stored = write_index_video(tmp_path / "v.mp4", 12, width=64, height=48, gop=4)
+    phone = tag_rotation(stored, tmp_path / "phone.mp4", degrees)
+    assert index_stream(phone).rotation == degrees
+    raw = open_video(stored, "pyav").get_frames([0, 11]).numpy()
+    shown = open_video(phone, "pyav").get_frames([0, 11]).numpy()
+    assert np.array_equal(shown, np.rot90(raw, degrees // 90, axes=(1, 2)))
+    assert np.array_equal(open_video(phone, "pyav", rotate=False).get_frames([0, 11]).numpy(), raw)

@@ -1,0 +1,67 @@
+"""Many byte strings kept as one buffer plus int64 offsets (a manifest's paths).
+
+A million paths as Python ``str`` objects cost ~100 bytes each and, worse, every forked
+DataLoader worker that reads them copies the pages they live on (reading an object writes
+its reference count). One buffer and one offsets array are read without being written, so
+workers share them with the parent, and they pickle as two flat blocks.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+# Bytes gathered per numpy step: bounds the int64 index array of gather_ranges (8x this).
+_GATHER_CHUNK = 1 << 22
+
+
+def pack(strings: Iterable[bytes]) -> tuple[bytes, np.ndarray]:
+    """``(buffer, offsets)``: string ``i`` is ``buffer[offsets[i]:offsets[i + 1]]``."""
+    parts = list(strings)
+    offsets = np.zeros(len(parts) + 1, dtype=np.int64)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    return b"".join(parts), offsets
+
+
+def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> bytes:
+    """``source[starts[k]:starts[k] + lengths[k]]`` for every k, concatenated (vectorised)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    starts = np.asarray(starts, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    out = np.empty(int(ends[-1]) if len(ends) else 0, dtype=np.uint8)
+    index_type = np.int32 if max(len(source), len(out)) < 2**31 else np.int64  # half the traffic
+    first = 0
+    while first < len(lengths):
+        # the ranges whose output fits in one chunk (at least one range)
+        last = max(first + 1, int(np.searchsorted(ends, ends[first] - lengths[first] + _GATHER_CHUNK,
+                                                  side="right")))
+        lens, out_start = lengths[first:last], ends[first:last] - lengths[first:last]
+        index = np.arange(out_start[0], ends[last - 1], dtype=index_type)
+        index += np.repeat((starts[first:last] - out_start).astype(index_type), lens)
+        out[out_start[0]:ends[last - 1]] = source[index]
+        first = last
+    return out.tobytes()
+
+
+def prefixed(source: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: bytes,
+             where: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """Packed ``prefix + source[starts[k]:ends[k]]``, the prefix only where ``where[k]``."""
+    lengths = ends - starts
+    head = where.astype(np.int64) * len(prefix)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths + head, out=offsets[1:])
+    # two ranges per path, the prefix (at 0 of the joined source) and the field
+    segment_starts = np.column_stack([np.zeros_like(starts), starts + len(prefix)]).ravel()
+    segment_lengths = np.column_stack([head, lengths]).ravel()
+    joined = np.concatenate([np.frombuffer(prefix, dtype=np.uint8), source])
+    return gather_ranges(joined, segment_starts, segment_lengths), offsets
+
+
+def take(buffer: bytes, offsets: np.ndarray, positions: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The packed strings at ``positions``, in that order, packed anew."""
+    positions = np.asarray(positions, dtype=np.int64)
+    lengths = (offsets[1:] - offsets[:-1])[positions]
+    new_offsets = np.zeros(len(positions) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    source = np.frombuffer(buffer, dtype=np.uint8)
+    return gather_ranges(source, offsets[:-1][positions], lengths), new_offsets

@@ -49,14 +49,9 @@ def private_kb(pid: int | str = "self") -> int:
 def read_every_row(rows: Manifest | list) -> int:
     """Touch every row's path and label, as a worker serving all samples would."""
     n = 0
-    if isinstance(rows, Manifest):
-        for i in range(len(rows)):
-            n += len(rows.path(i)) + rows.label(i)
-        items = rows.items
-        for i in range(len(rows)):
-            n += len(items[i].path)
-        return n
-    for item in rows:
+    items = rows.items if isinstance(rows, Manifest) else rows  # items[i] calls path(i), label(i)
+    for i in range(len(items)):
+        item = items[i]
         n += len(item.path) + item.label
     return n
 

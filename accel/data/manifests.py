@@ -22,9 +22,10 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple, Sequence, overload
+from typing import Iterable, Iterator, NamedTuple, Sequence, overload
 
 import numpy as np
 
@@ -44,6 +45,11 @@ PATH_COLUMNS = ("path", "filename", "file", "video", "clip", "sequence", "video_
 LABEL_COLUMNS = ("label", "class", "target", "class_name", "category", "labels")
 # Integer labels at or above this are names, not class ids (10^7 must not make 10^7 classes).
 MAX_CLASS_ID = 10_000
+
+
+# How os.fsdecode turns path bytes into str (non-UTF-8 bytes become lone surrogates), inlined
+# for the per-row accessors.
+_FS_DECODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
 
 
 class VideoItem(NamedTuple):
@@ -72,6 +78,14 @@ class ManifestItems(Sequence[VideoItem]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         return VideoItem(self.manifest.path(index), self.manifest.label(index))
+
+    def __iter__(self) -> Iterator[VideoItem]:
+        m, chunk = self.manifest, 4096  # a few rows' worth of Python ints at a time
+        for first in range(0, len(m), chunk):
+            offsets = m.path_offsets[first:first + chunk + 1].tolist()
+            labels = m.label_array[first:first + chunk].tolist()
+            for k, label in enumerate(labels):
+                yield VideoItem(m.path_buffer[offsets[k]:offsets[k + 1]].decode(*_FS_DECODING), label)
 
 
 class Manifest:
@@ -116,11 +130,12 @@ class Manifest:
     def path(self, index: int) -> str:
         """Row ``index``'s path (negative indices count from the end)."""
         n = len(self.label_array)
-        if not -n <= index < n:
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
             raise IndexError(f"manifest row {index} out of range ({n} rows)")
-        index %= n
-        start, end = self.path_offsets.item(index), self.path_offsets.item(index + 1)
-        return os.fsdecode(self.path_buffer[start:end])
+        offsets = self.path_offsets
+        return self.path_buffer[offsets.item(index):offsets.item(index + 1)].decode(*_FS_DECODING)
 
     def label(self, index: int) -> int:
         """Row ``index``'s class id."""

@@ -480,26 +480,23 @@ def stratified_split(manifest: Manifest, fraction: float, *, seed: int = 0) -> t
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
-    keep, held = [], []
-    labels = np.asarray(manifest.labels)
+    keep, held = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    labels = manifest.label_array
     for c in range(len(manifest.classes)):
         pos = rng.permutation(np.flatnonzero(labels == c))
         n = max(1, int(round(fraction * len(pos)))) if len(pos) > 1 else 0
-        held.extend(pos[:n].tolist())
-        keep.extend(pos[n:].tolist())
-    return manifest.subset(sorted(keep)), manifest.subset(sorted(held))
+        held.append(pos[:n])
+        keep.append(pos[n:])
+    return manifest.subset(np.sort(np.concatenate(keep))), manifest.subset(np.sort(np.concatenate(held)))
 
 
 # --------------------------------------------------------------------------- file checks
 def drop_missing(manifest: Manifest) -> tuple[Manifest, list[str]]:
     """The manifest without the listed files that do not exist, and those paths."""
-    keep, missing = [], []
-    for i, item in enumerate(manifest.items):
-        if os.path.exists(item.path):
-            keep.append(i)
-        else:
-            missing.append(item.path)
-    return manifest.subset(keep), missing
+    present = np.fromiter((os.path.exists(item.path) for item in manifest.items), dtype=bool,
+                          count=len(manifest))
+    missing = [manifest.path(i) for i in np.flatnonzero(~present).tolist()]
+    return (manifest if present.all() else manifest.subset(np.flatnonzero(present))), missing
 
 
 def check_present(manifest: Manifest, *, what: str = "", strict: bool = False

@@ -44,24 +44,44 @@ def gather_ranges(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -
 
 
 def prefixed(source: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: bytes,
-             where: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """Packed ``prefix + source[starts[k]:ends[k]]``, the prefix only where ``where[k]``."""
-    lengths = ends - starts
-    head = where.astype(np.int64) * len(prefix)
+             where: np.ndarray | None = None) -> tuple[bytes, np.ndarray]:
+    """Packed ``prefix + source[starts[k]:ends[k]]``, the prefix only where ``where[k]``
+    (everywhere when None)."""
+    starts, lengths = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64) - starts
+    where = np.ones(len(starts), dtype=bool) if where is None else where.astype(bool)
+    head = where * len(prefix)
     offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
     np.cumsum(lengths + head, out=offsets[1:])
-    # two ranges per path, the prefix (at 0 of the joined source) and the field
+    width = len(prefix) + (int(lengths.max()) if len(lengths) else 0)
+    if len(lengths) * width <= 2 * offsets[-1] + _GATHER_CHUNK:  # similar lengths (paths are)
+        return _rows_gather(source, starts, lengths, prefix, where, width), offsets
+    # two ranges per string, the prefix (at 0 of the joined source) and the field
     segment_starts = np.column_stack([np.zeros_like(starts), starts + len(prefix)]).ravel()
     segment_lengths = np.column_stack([head, lengths]).ravel()
     joined = np.concatenate([np.frombuffer(prefix, dtype=np.uint8), source])
     return gather_ranges(joined, segment_starts, segment_lengths), offsets
 
 
+def _rows_gather(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, prefix: bytes,
+                 where: np.ndarray, width: int) -> bytes:
+    """:func:`prefixed`'s bytes through one (rows, width) matrix: each row one contiguous copy,
+    then a mask keeps each row's prefix and field (cheaper than a per-byte index)."""
+    field_width = width - len(prefix)
+    padded = np.concatenate([source, np.zeros(field_width, dtype=np.uint8)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, max(field_width, 1))
+    matrix = np.empty((len(starts), width), dtype=np.uint8)
+    matrix[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
+    matrix[:, len(prefix):] = windows[starts][:, :field_width]
+    small = np.int16 if width < 2**15 else np.int64  # a narrower mask computes faster
+    column = np.arange(width, dtype=small)
+    keep = column < (len(prefix) + lengths).astype(small)[:, None]
+    if not where.all():
+        keep &= (column >= len(prefix)) | where[:, None]
+    return matrix[keep].tobytes()
+
+
 def take(buffer: bytes, offsets: np.ndarray, positions: np.ndarray) -> tuple[bytes, np.ndarray]:
     """The packed strings at ``positions``, in that order, packed anew."""
     positions = np.asarray(positions, dtype=np.int64)
-    lengths = (offsets[1:] - offsets[:-1])[positions]
-    new_offsets = np.zeros(len(positions) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=new_offsets[1:])
     source = np.frombuffer(buffer, dtype=np.uint8)
-    return gather_ranges(source, offsets[:-1][positions], lengths), new_offsets
+    return prefixed(source, offsets[:-1][positions], offsets[1:][positions], b"")

@@ -41,12 +41,14 @@ def test_rows_are_arrays_and_items_a_view(tmp_path):
         Manifest.from_arrays(b"ab", np.array([0, 1, 2]), np.zeros(3), ["x"])
 
 
-@pytest.mark.parametrize("variant", ["plain", "crlf", "quoted", "spaces", "blank_rows", "unicode_edges"])
+@pytest.mark.parametrize("variant", ["plain", "absolute", "crlf", "quoted", "spaces", "blank_rows",
+                                     "unicode_edges"])
 def test_every_csv_form_reads_like_the_csv_module(tmp_path, variant):
     """The numpy reader and the csv-module reader give the rows the csv module gives."""
     rows = [(f"v{i}/clip {i}.mp4", ["run", "jump", "s\u00e9ance"][i % 3]) for i in range(40)]
     text = {
         "plain": lambda p, lb: f"{p},{lb}\n",
+        "absolute": lambda p, lb: f"{'/abs/' if len(p) % 2 else ''}{p},{lb}\n",
         "crlf": lambda p, lb: f"{p},{lb}\r\n",
         "quoted": lambda p, lb: f'"{p}","{lb}"\n',
         "spaces": lambda p, lb: f"  {p} ,\t{lb}  \n",
@@ -150,3 +152,27 @@ def test_a_million_rows_load_in_3_s_and_a_reader_grows_under_20_mb(tmp_path):
     load = time.perf_counter() - t0
     assert len(m) == 1_000_000 and load <= 3.0, f"{load:.2f} s"
     assert fork_growth_mb(m) <= 20.0
+
+
+@pytest.mark.parametrize("chunk", [None, 64])
+def test_packing_matches_python_for_any_lengths_and_prefixes(monkeypatch, chunk):
+    """Both ways of packing (a row matrix; a per-byte index, chunked) against plain Python."""
+    from accel.data import packed
+
+    if chunk:  # a small chunk: rows of mixed lengths go the per-byte way, many chunks each
+        monkeypatch.setattr(packed, "_GATHER_CHUNK", chunk)
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 256, 20_000, dtype=np.uint8)
+    starts = np.sort(rng.choice(19_000, 300, replace=False))
+    ends = starts + rng.integers(0, 40, 300)
+    ends[7] = starts[7] + 900  # one long string
+    where = rng.random(300) < 0.7
+    data = source.tobytes()
+    expected = [(b"/root/" if w else b"") + data[s:e] for s, e, w in zip(starts, ends, where)]
+    buffer, offsets = packed.prefixed(source, starts, ends, b"/root/", where)
+    assert [buffer[a:b] for a, b in zip(offsets[:-1], offsets[1:])] == expected
+    assert packed.gather_ranges(source, starts, ends - starts) == \
+        b"".join(data[s:e] for s, e in zip(starts, ends))
+    picked, picked_offsets = packed.take(buffer, offsets, np.array([299, 7, 0, 7]))
+    assert [picked[a:b] for a, b in zip(picked_offsets[:-1], picked_offsets[1:])] == \
+        [expected[i] for i in (299, 7, 0, 7)]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .packed import row_windows
+
 # Field bytes in this range need no strip: printable ASCII other than space.
 _PLAIN_LOW, _PLAIN_HIGH = 0x21, 0x7E
 _NEWLINE, _COMMA, _CR = 10, 44, 13
@@ -104,15 +106,10 @@ def unique_ranges(data: bytes, array: np.ndarray, starts: np.ndarray, ends: np.n
 
 
 def _words(array: np.ndarray, starts: np.ndarray, lengths: np.ndarray, words: int) -> np.ndarray:
-    """Each range's bytes, zero-padded, as ``words`` uint64 per row (8 bytes per numpy step)."""
-    padded = np.concatenate([array, np.zeros(8 * words + 8, dtype=np.uint8)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 8)  # windows[i] = bytes i..i+7
-    keep = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [2**64 - 1], dtype=np.uint64)
-    keys = np.empty((len(starts), words), dtype=np.uint64)
-    for w in range(words):  # little-endian: the range's bytes are the low ones
-        word = windows[starts + 8 * w].view(np.uint64).reshape(-1)
-        keys[:, w] = word & keep[np.clip(lengths - 8 * w, 0, 8)]
-    return keys
+    """Each range's bytes, zero-padded, as ``words`` uint64 per row."""
+    matrix = row_windows(array, starts, 8 * words)
+    matrix[np.arange(8 * words, dtype=np.int16) >= lengths.astype(np.int16)[:, None]] = 0
+    return matrix.view(np.uint64)
 
 
 def read_table(csv_path: Path) -> CsvTable:

@@ -62,16 +62,30 @@ def prefixed(source: np.ndarray, starts: np.ndarray, ends: np.ndarray, prefix: b
     return gather_ranges(joined, segment_starts, segment_lengths), offsets
 
 
+def row_windows(source: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """``source[starts[k]:starts[k] + width]`` as rows of a (len(starts), width) uint8 matrix,
+    zero past the end of ``source``: one contiguous copy per row, no padded copy of ``source``
+    (only its last ``width`` bytes are padded, for the rows that start there)."""
+    width = max(width, 1)
+    out = np.empty((len(starts), width), dtype=np.uint8)
+    near_end = starts > len(source) - width
+    if len(source) >= width:
+        out[~near_end] = np.lib.stride_tricks.sliding_window_view(source, width)[starts[~near_end]]
+    if near_end.any():
+        base = max(len(source) - width, 0)
+        tail = np.concatenate([source[base:], np.zeros(width, dtype=np.uint8)])
+        out[near_end] = np.lib.stride_tricks.sliding_window_view(tail, width)[starts[near_end] - base]
+    return out
+
+
 def _rows_gather(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, prefix: bytes,
                  where: np.ndarray, width: int) -> bytes:
     """:func:`prefixed`'s bytes through one (rows, width) matrix: each row one contiguous copy,
     then a mask keeps each row's prefix and field (cheaper than a per-byte index)."""
     field_width = width - len(prefix)
-    padded = np.concatenate([source, np.zeros(field_width, dtype=np.uint8)])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, max(field_width, 1))
     matrix = np.empty((len(starts), width), dtype=np.uint8)
     matrix[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-    matrix[:, len(prefix):] = windows[starts][:, :field_width]
+    matrix[:, len(prefix):] = row_windows(source, starts, field_width)[:, :field_width]
     small = np.int16 if width < 2**15 else np.int64  # a narrower mask computes faster
     column = np.arange(width, dtype=small)
     keep = column < (len(prefix) + lengths).astype(small)[:, None]

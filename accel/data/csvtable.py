@@ -137,7 +137,7 @@ def fast_table(data: bytes) -> CsvTable | None:
     if b'"' in data or b"\x00" in data or (b"\r" in data and data.count(b"\r") != data.count(b"\r\n")):
         return None
     array = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(array == _NEWLINE)
+    ends, commas = _positions(array, _NEWLINE), _positions(array, _COMMA)
     if len(array) and array[-1] != _NEWLINE:
         ends = np.append(ends, len(array))
     if not len(ends):
@@ -148,7 +148,6 @@ def fast_table(data: bytes) -> CsvTable | None:
     ends = ends - has_cr
     header = _header(data[starts[0]:ends[0]])
     columns = len(header)
-    commas = np.flatnonzero(array == _COMMA)
     per_line = np.searchsorted(commas, ends) - np.searchsorted(commas, starts)
     if not columns or per_line[0] != columns - 1:
         return None
@@ -159,6 +158,12 @@ def fast_table(data: bytes) -> CsvTable | None:
     field_starts = np.column_stack([starts[kept], field_commas + 1])
     field_ends = np.column_stack([field_commas, ends[kept]])
     return drop_blank_rows(CsvTable(header, data, kept + 1, field_starts, field_ends))
+
+
+def _positions(array: np.ndarray, byte: int, block: int = 1 << 22) -> np.ndarray:
+    """Where ``byte`` occurs, found block by block (small, reused temporaries)."""
+    found = [np.flatnonzero(array[at:at + block] == byte) + at for at in range(0, len(array), block)]
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def drop_blank_rows(table: CsvTable) -> CsvTable:

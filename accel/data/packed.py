@@ -80,18 +80,28 @@ def row_windows(source: np.ndarray, starts: np.ndarray, width: int) -> np.ndarra
 
 def _rows_gather(source: np.ndarray, starts: np.ndarray, lengths: np.ndarray, prefix: bytes,
                  where: np.ndarray, width: int) -> bytes:
-    """:func:`prefixed`'s bytes through one (rows, width) matrix: each row one contiguous copy,
-    then a mask keeps each row's prefix and field (cheaper than a per-byte index)."""
+    """:func:`prefixed`'s bytes through (rows, width) matrices: each row one contiguous copy,
+    then a mask keeps each row's prefix and field (cheaper than a per-byte index). Rows go in
+    blocks so that the temporaries stay small and are reused."""
     field_width = width - len(prefix)
-    matrix = np.empty((len(starts), width), dtype=np.uint8)
-    matrix[:, :len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-    matrix[:, len(prefix):] = row_windows(source, starts, field_width)[:, :field_width]
+    head = np.frombuffer(prefix, dtype=np.uint8)
     small = np.int16 if width < 2**15 else np.int64  # a narrower mask computes faster
     column = np.arange(width, dtype=small)
-    keep = column < (len(prefix) + lengths).astype(small)[:, None]
-    if not where.all():
-        keep &= (column >= len(prefix)) | where[:, None]
-    return matrix[keep].tobytes()
+    total = lengths + where * len(prefix)
+    out = np.empty(int(total.sum()), dtype=np.uint8)
+    step, at = max(1, _GATHER_CHUNK // max(width, 1)), 0
+    for first in range(0, len(starts), step):
+        rows = slice(first, first + step)
+        matrix = np.empty((len(starts[rows]), width), dtype=np.uint8)
+        matrix[:, :len(prefix)] = head
+        matrix[:, len(prefix):] = row_windows(source, starts[rows], field_width)[:, :field_width]
+        keep = column < (len(prefix) + lengths[rows]).astype(small)[:, None]
+        if not where[rows].all():
+            keep &= (column >= len(prefix)) | where[rows, None]
+        block = matrix[keep]
+        out[at:at + len(block)] = block
+        at += len(block)
+    return out.tobytes()
 
 
 def take(buffer: bytes, offsets: np.ndarray, positions: np.ndarray) -> tuple[bytes, np.ndarray]:

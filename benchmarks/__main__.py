@@ -16,6 +16,7 @@ COMMANDS = {
                 "clips/s of each decode backend, the naive approach and the bare decoders"),
     "train": ("benchmarks.train", "end-to-end training throughput and data-stall share"),
     "stream": ("benchmarks.stream", "real-time sliding-window latency (frame arrival to logits)"),
+    "manifests": ("benchmarks.manifests", "CSV manifest load time and forked-reader memory at 1M rows"),
     "compare": ("benchmarks.compare", "fail when a results file regresses against a baseline"),
 }
 

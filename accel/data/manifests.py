@@ -19,18 +19,19 @@ Every problem is a :class:`ManifestError` with one line naming the file (and row
 """
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Iterable, Iterator, NamedTuple, Sequence, overload
 
 import numpy as np
 
 from ..io.frames import FRAME_EXTENSIONS
+from .csvtable import CsvSyntaxError, CsvTable, read_table
+from .packed import pack, prefixed, take
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts",
                     ".mts", ".vob", ".3gp", ".flv", ".wmv", ".ogv", ".y4m", ".mxf")
@@ -47,31 +48,127 @@ LABEL_COLUMNS = ("label", "class", "target", "class_name", "category", "labels")
 MAX_CLASS_ID = 10_000
 
 
+# How os.fsdecode turns path bytes into str (non-UTF-8 bytes become lone surrogates), inlined
+# for the per-row accessors.
+_FS_DECODING = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
 class VideoItem(NamedTuple):
     path: str
     label: int
 
 
-@dataclass
-class Manifest:
-    """The samples of one split and the class names their labels index."""
+class ManifestItems(Sequence[VideoItem]):
+    """A manifest's rows as a read-only sequence; each access builds one :class:`VideoItem`
+    (nothing per row is kept, see :class:`Manifest`)."""
 
-    items: list[VideoItem]
-    classes: list[str]
-    source: str = ""
+    __slots__ = ("manifest",)
+
+    def __init__(self, manifest: "Manifest") -> None:
+        self.manifest = manifest
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.manifest)
+
+    @overload
+    def __getitem__(self, index: int) -> VideoItem: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[VideoItem]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return VideoItem(self.manifest.path(index), self.manifest.label(index))
+
+    def __iter__(self) -> Iterator[VideoItem]:
+        m, chunk = self.manifest, 4096  # a few rows' worth of Python ints at a time
+        for first in range(0, len(m), chunk):
+            offsets = m.path_offsets[first:first + chunk + 1].tolist()
+            labels = m.label_array[first:first + chunk].tolist()
+            for k, label in enumerate(labels):
+                yield VideoItem(m.path_buffer[offsets[k]:offsets[k + 1]].decode(*_FS_DECODING), label)
+
+
+class Manifest:
+    """The samples of one split and the class names their labels index.
+
+    Rows are compact arrays, not Python objects: the paths are one buffer of file-system
+    bytes (``os.fsencode``, so non-UTF-8 names stay exact) with int64 ``path_offsets``, the
+    labels one int64 array. A forked worker reading every row of a million-row manifest
+    therefore copies nothing, and pickling one (spawned workers) moves three flat blocks.
+    ``path(i)`` / ``label(i)`` are the cheap accessors; ``items[i]`` builds a
+    :class:`VideoItem` (``.path``, ``.label``) on access.
+    """
+
+    def __init__(self, items: Iterable[VideoItem | tuple[str, int]] = (),
+                 classes: Sequence[str] = (), source: str = "") -> None:
+        rows = list(items)
+        buffer, offsets = pack(os.fsencode(path) for path, _ in rows)
+        self._set(buffer, offsets, np.array([label for _, label in rows], dtype=np.int64),
+                  classes, source)
+
+    @classmethod
+    def from_arrays(cls, path_buffer: bytes, path_offsets: np.ndarray, labels: np.ndarray,
+                    classes: Sequence[str], source: str = "") -> "Manifest":
+        """A manifest over packed paths (see :mod:`accel.data.packed`) and int labels."""
+        manifest = cls.__new__(cls)
+        manifest._set(path_buffer, path_offsets, labels, classes, source)
+        return manifest
+
+    def _set(self, buffer: bytes, offsets: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+             source: str) -> None:
+        offsets, labels = np.asarray(offsets, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+        if len(offsets) != len(labels) + 1:
+            raise ValueError(f"{source or 'manifest'}: {len(labels)} labels but "
+                             f"{len(offsets) - 1} paths")
+        offsets.flags.writeable = labels.flags.writeable = False
+        self.path_buffer, self.path_offsets, self.label_array = buffer, offsets, labels
+        self.classes, self.source = list(classes), source
+
+    def __len__(self) -> int:
+        return len(self.label_array)
+
+    def path(self, index: int) -> str:
+        """Row ``index``'s path (negative indices count from the end)."""
+        n = len(self.label_array)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"manifest row {index} out of range ({n} rows)")
+        offsets = self.path_offsets
+        return self.path_buffer[offsets.item(index):offsets.item(index + 1)].decode(*_FS_DECODING)
+
+    def label(self, index: int) -> int:
+        """Row ``index``'s class id."""
+        return self.label_array.item(index)
+
+    @property
+    def items(self) -> ManifestItems:
+        return ManifestItems(self)
 
     @property
     def labels(self) -> list[int]:
-        return [item.label for item in self.items]
+        return self.label_array.tolist()
 
     def class_counts(self) -> list[int]:
-        return np.bincount(self.labels, minlength=len(self.classes)).tolist()
+        return np.bincount(self.label_array, minlength=len(self.classes)).tolist()
 
-    def subset(self, positions: Sequence[int]) -> "Manifest":
-        return Manifest([self.items[i] for i in positions], self.classes, self.source)
+    def subset(self, positions: Sequence[int] | np.ndarray) -> "Manifest":
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        buffer, offsets = take(self.path_buffer, self.path_offsets, positions)
+        return Manifest.from_arrays(buffer, offsets, self.label_array[positions], self.classes,
+                                    self.source)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return (self.classes == other.classes and self.source == other.source
+                and self.path_buffer == other.path_buffer
+                and np.array_equal(self.path_offsets, other.path_offsets)
+                and np.array_equal(self.label_array, other.label_array))
+
+    def __repr__(self) -> str:
+        return f"Manifest({len(self)} rows, {len(self.classes)} classes, source={self.source!r})"
 
 
 class ManifestError(ValueError):
@@ -142,24 +239,15 @@ def describe_contents(folder: Path, limit: int = 6) -> str:
 
 
 # --------------------------------------------------------------------------- CSV
-def _read_csv_rows(csv_path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line number, fields) rows; encoding and syntax problems name the line."""
-    data = csv_path.read_bytes()
+def _read_table(csv_path: Path) -> CsvTable:
+    """The CSV's header and fields; encoding and syntax problems name the line."""
     try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ManifestError(f"{csv_path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
-                            "save the CSV as UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader, None)
-        rows = [(reader.line_num, row) for row in reader if any(f.strip() for f in row)]
-    except csv.Error as e:
-        raise ManifestError(f"{csv_path}:{reader.line_num}: not a readable CSV ({e})") from None
-    if not header:
+        table = read_table(csv_path)
+    except CsvSyntaxError as e:
+        raise ManifestError(str(e)) from None
+    if not table.header:
         raise ManifestError(f"{csv_path}: empty file (expected a header such as path,label)")
-    return [h.strip() for h in header], rows
+    return table
 
 
 def _find_column(header: list[str], given: str | None, names: Sequence[str], what: str,
@@ -204,6 +292,59 @@ def _resolve(root: Path, text: str, sequences: Path | None) -> str:
     return direct
 
 
+def _resolve_all(table: CsvTable, column: int, rows: np.ndarray, root: Path) -> tuple[bytes, np.ndarray]:
+    """The packed paths of ``rows``: ``root/`` prepended to each relative one (vectorised),
+    or looked up one by one when ``root/sequences/`` exists (see :func:`_resolve`)."""
+    starts, ends = (r[rows] for r in table.ranges(column))
+    if (root / "sequences").is_dir():
+        return pack(os.fsencode(_resolve(root, table.data[s:e].decode("utf-8"), root / "sequences"))
+                    for s, e in zip(starts.tolist(), ends.tolist()))
+    relative = table.array[starts] != ord(os.sep)  # fields are non-empty (checked)
+    return prefixed(table.array, starts, ends, os.fsencode(os.path.join(root, "")), relative)
+
+
+def _check_values(csv_path: Path, table: CsvTable, pcol: int, lcol: int, rows: np.ndarray
+                  ) -> tuple[list[str], np.ndarray]:
+    """The distinct labels of ``rows`` and each row's index into them; the first row with no
+    path, no label or a number that is no class id stops with its line."""
+    starts, ends = table.ranges(pcol)
+    values, inverse = table.unique(lcol, rows)
+    bad = np.array([not v or bool(_NUMBERISH.fullmatch(v) and not _CLASS_ID.fullmatch(v))
+                    for v in values], dtype=bool)
+    no_path = ends[rows] == starts[rows]
+    problem = no_path | bad[inverse]
+    if problem.any():
+        k = int(np.argmax(problem))
+        line, value = table.lines[rows[k]], values[inverse[k]]
+        if no_path[k] or not value:
+            col = pcol if no_path[k] else lcol
+            raise ManifestError(f"{csv_path}:{line}: no {table.header[col]!r} value in this row")
+        raise ManifestError(f"{csv_path}:{line}: label {value!r} is neither a class name nor a "
+                            f"class id (an integer in [0, {MAX_CLASS_ID}))")
+    return values, inverse
+
+
+def _class_ids(csv_path: Path, table: CsvTable, rows: np.ndarray, values: list[str],
+               inverse: np.ndarray, classes: Sequence[str] | None) -> tuple[list[str], np.ndarray]:
+    """The class list (given, or from the labels) and each row's class id."""
+    canonical = [_canonical(v) for v in values]
+    classes = list(classes) if classes is not None else _classes_from_labels(canonical)
+    index = {name: i for i, name in enumerate(classes)}
+    ids = []
+    for lbl in canonical:
+        label = index.get(lbl)
+        if label is None and lbl.isdigit() and int(lbl) < len(classes):
+            label = int(lbl)  # a class id into given named classes (train read from folders)
+        ids.append(-1 if label is None else label)
+    labels = np.array(ids, dtype=np.int64)[inverse]
+    if (labels < 0).any():
+        k = int(np.argmax(labels < 0))
+        shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
+        raise ManifestError(f"{csv_path}:{table.lines[rows[k]]}: label {canonical[inverse[k]]!r} "
+                            f"is not one of the classes {shown}")
+    return classes, labels
+
+
 def csv_manifest(csv_path: str | Path, split: str | None = None, *,
                  classes: Sequence[str] | None = None, root: str | Path | None = None,
                  path_column: str | None = None, label_column: str | None = None) -> Manifest:
@@ -211,73 +352,45 @@ def csv_manifest(csv_path: str | Path, split: str | None = None, *,
     csv_path = Path(csv_path)
     if not csv_path.is_file():
         raise ManifestError(f"{csv_path}: no such file")
-    header, rows = _read_csv_rows(csv_path)
+    table = _read_table(csv_path)
+    header = table.header
     pcol = _find_column(header, path_column, PATH_COLUMNS, "path", "--path_column", csv_path)
     lcol = _find_column(header, label_column, LABEL_COLUMNS, "label", "--label_column", csv_path)
+    rows = np.arange(len(table), dtype=np.int64)
     if split is not None:
-        by_split = _rows_by_split(csv_path, header, rows)
+        by_split = _rows_by_split(csv_path, table)
         if by_split is None:
             raise ManifestError(f"{csv_path}: split {split!r} asked for but the CSV has no split column")
         rows = by_split[split]
-        if not rows:
+        if not len(rows):
             counts = {s: len(r) for s, r in by_split.items()}
             raise ManifestError(f"{csv_path}: no rows with split {split!r} ({describe_splits(counts)})")
-    if not rows:
+    if not len(rows):
         raise ManifestError(f"{csv_path}: has a header but no rows")
-    paths, labels = [], []
-    for line, row in rows:
-        for col in (pcol, lcol):
-            if col >= len(row) or not row[col].strip():
-                raise ManifestError(f"{csv_path}:{line}: no {header[col]!r} value in this row")
-        lbl = row[lcol].strip()
-        if _NUMBERISH.fullmatch(lbl) and not _CLASS_ID.fullmatch(lbl):
-            raise ManifestError(f"{csv_path}:{line}: label {lbl!r} is neither a class name nor a "
-                                f"class id (an integer in [0, {MAX_CLASS_ID}))")
-        paths.append(row[pcol].strip())
-        labels.append(lbl)
-    labels = [_canonical(x) for x in labels]
-    classes = list(classes) if classes is not None else _classes_from_labels(labels)
-    index = {name: i for i, name in enumerate(classes)}
-    base = Path(root) if root is not None else csv_path.parent
-    sequences = base / "sequences" if (base / "sequences").is_dir() else None
-    items = []
-    for (line, _), text, lbl in zip(rows, paths, labels):
-        label = index.get(lbl)
-        if label is None and lbl.isdigit() and int(lbl) < len(classes):
-            label = int(lbl)  # a class id into given named classes (train read from folders)
-        if label is None:
-            shown = classes if len(classes) <= 10 else classes[:10] + ["..."]
-            raise ManifestError(f"{csv_path}:{line}: label {lbl!r} is not one of the classes {shown}")
-        items.append(VideoItem(_resolve(base, text, sequences), label))
-    return Manifest(items, classes, str(csv_path))
+    values, inverse = _check_values(csv_path, table, pcol, lcol, rows)
+    classes, labels = _class_ids(csv_path, table, rows, values, inverse, classes)
+    buffer, offsets = _resolve_all(table, pcol, rows, Path(root) if root is not None else csv_path.parent)
+    return Manifest.from_arrays(buffer, offsets, labels, classes, str(csv_path))
 
 
-def _rows_by_split(csv_path: Path, header: list[str], rows: list[tuple[int, list[str]]]
-                   ) -> dict[str, list[tuple[int, list[str]]]] | None:
+def _rows_by_split(csv_path: Path, table: CsvTable) -> dict[str, np.ndarray] | None:
     """The rows of each split when the CSV has a ``split`` column, else None. Each value is
     read by :data:`SPLIT_NAMES` in any case (``Training``, ``dev``...); a value that names
     no split (or none) stops with the file, the line and the values found, so that rows
     of one split are never read as another's, nor all of them as training data."""
-    names = [h.lower() for h in header]
+    names = [h.lower() for h in table.header]
     if "split" not in names:
         return None
-    col = names.index("split")
-    by_split: dict[str, list[tuple[int, list[str]]]] = {s: [] for s in SPLITS}
-    unknown: dict[str, int] = {}
-    for line, row in rows:
-        value = row[col].strip() if col < len(row) else ""
-        split = _SPLIT_OF.get(value.lower())
-        if split is None:
-            unknown.setdefault(value, line)
-        else:
-            by_split[split].append((line, row))
-    if unknown:
-        value, line = next(iter(unknown.items()))
-        values = sorted({r[col].strip() for _, r in rows if col < len(r)})
+    values, inverse = table.unique(names.index("split"))
+    split_of = np.array([SPLITS.index(_SPLIT_OF[v.lower()]) if v.lower() in _SPLIT_OF else -1
+                         for v in values], dtype=np.int64)[inverse]
+    if (split_of < 0).any():
+        k = int(np.argmax(split_of < 0))
         raise ManifestError(
-            f"{csv_path}:{line}: split {value!r} is not a split name (values found: {values}; "
-            "accepted: " + "; ".join(f"{s}: {'/'.join(n)}" for s, n in SPLIT_NAMES.items()) + ")")
-    return by_split
+            f"{csv_path}:{table.lines[k]}: split {values[inverse[k]]!r} is not a split name (values "
+            f"found: {sorted(values)}; accepted: "
+            + "; ".join(f"{s}: {'/'.join(n)}" for s, n in SPLIT_NAMES.items()) + ")")
+    return {s: np.flatnonzero(split_of == i) for i, s in enumerate(SPLITS)}
 
 
 def describe_splits(counts: dict[str, int]) -> str:
@@ -288,8 +401,7 @@ def describe_splits(counts: dict[str, int]) -> str:
 def csv_splits(csv_path: Path) -> dict[str, int] | None:
     """Rows per split (``{"train": 80, "val": 10, "test": 10}``) of a CSV with a ``split``
     column, or None when it has none; a value that names no split raises ManifestError."""
-    header, rows = _read_csv_rows(csv_path)
-    by_split = _rows_by_split(csv_path, header, rows)
+    by_split = _rows_by_split(csv_path, _read_table(csv_path))
     return None if by_split is None else {s: len(r) for s, r in by_split.items()}
 
 
@@ -369,26 +481,23 @@ def stratified_split(manifest: Manifest, fraction: float, *, seed: int = 0) -> t
     if not 0 < fraction < 1:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     rng = np.random.default_rng(seed)
-    keep, held = [], []
-    labels = np.asarray(manifest.labels)
+    keep, held = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    labels = manifest.label_array
     for c in range(len(manifest.classes)):
         pos = rng.permutation(np.flatnonzero(labels == c))
         n = max(1, int(round(fraction * len(pos)))) if len(pos) > 1 else 0
-        held.extend(pos[:n].tolist())
-        keep.extend(pos[n:].tolist())
-    return manifest.subset(sorted(keep)), manifest.subset(sorted(held))
+        held.append(pos[:n])
+        keep.append(pos[n:])
+    return manifest.subset(np.sort(np.concatenate(keep))), manifest.subset(np.sort(np.concatenate(held)))
 
 
 # --------------------------------------------------------------------------- file checks
 def drop_missing(manifest: Manifest) -> tuple[Manifest, list[str]]:
     """The manifest without the listed files that do not exist, and those paths."""
-    keep, missing = [], []
-    for i, item in enumerate(manifest.items):
-        if os.path.exists(item.path):
-            keep.append(i)
-        else:
-            missing.append(item.path)
-    return manifest.subset(keep), missing
+    present = np.fromiter((os.path.exists(item.path) for item in manifest.items), dtype=bool,
+                          count=len(manifest))
+    missing = [manifest.path(i) for i in np.flatnonzero(~present).tolist()]
+    return (manifest if present.all() else manifest.subset(np.flatnonzero(present))), missing
 
 
 def check_present(manifest: Manifest, *, what: str = "", strict: bool = False

@@ -110,8 +110,7 @@ def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
     if len(train.classes) < 2:
         raise ManifestError(f"{train.source}: only one class ({train.classes[0]!r}); classification "
                             f"needs two or more. " + expected_layout(data_dir).split(": ", 1)[1])
-    present = set(train.labels)
-    missing = [c for i, c in enumerate(train.classes) if i not in present]
+    missing = [c for c, n in zip(train.classes, train.class_counts()) if not n]
     if missing:
         raise ManifestError(f"{train.source}: no training samples for classes {missing}")
     val = _given_or_own(data_dir, "val", val_dir, "--val_dir", train.classes, options)

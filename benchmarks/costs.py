@@ -2,9 +2,10 @@
 
 For each kind of file users have (``original``: 640x360 H.264, a keyframe every 50 frames,
 2 B-frames; ``prepared``: what ``accel.prepare`` writes, 224x128, a keyframe every 16, no
-B-frames; ``long``: one 60-minute 320x192 recording, a keyframe every 250) and each backend,
-one process reads the same clips through each layer in turn, and reports CPU time per clip
-(this process and all its children) and wall time per clip:
+B-frames; ``long``: one 60-minute 320x192 recording, a keyframe every 250, 16 consecutive
+frames per clip; ``short_recording``: 10 s of the same kind, what a clip of the long one
+should cost) and each backend, one process reads the same clips through each layer in turn,
+and reports CPU time per clip (this process and all its children) and wall time per clip:
 
 * ``floor``: the backend's own decoder asked for the same frames with no whole-file scan
   (PyAV: open, seek to the keyframe before each run of wanted frames, decode forward, convert
@@ -14,9 +15,11 @@ one process reads the same clips through each layer in turn, and reports CPU tim
 * ``dataset``: the default dataset, decoding in its watched child process;
 * ``loader_0`` / ``loader_N``: ``build_loader`` with 0 and N DataLoader workers (collate too).
 
-The one-off cost of building a file's index (a demux scan) is measured apart, on an empty
-index folder, and reported as ``index_build_ms`` per file. Ratios (``vs_floor``) are taken in
-the same run, so load on a shared machine hits both sides.
+One-off costs are reported apart: building a file's index (a demux scan), on an empty index
+folder, as ``index_build_ms`` per file; each layer's warm-up (its first clip, or first batch for
+the loaders: imports, the decode child's fork, the workers' start) as ``warmup_ms``. CPU time
+is read while a layer's workers and decode children are still alive, so theirs counts. Ratios
+(``vs_floor``) are taken in the same run, so load on a shared machine hits both sides.
 """
 from __future__ import annotations
 
@@ -38,9 +41,8 @@ from accel.io import index_stream
 from accel.io.index_store import forget_memory
 from accel.io.pyav import shared_rgb
 
-LAYERS = ("floor", "reader", "dataset_inprocess", "dataset", "loader_0", "loader_N")
 COST_COLUMNS = ["kind", "backend", "layer", "clips", "cpu_ms_per_clip", "wall_ms_per_clip", "vs_floor",
-                "index_build_ms"]
+                "warmup_ms", "index_build_ms"]
 
 
 def tree_cpu_s() -> float:
@@ -105,6 +107,7 @@ def floor_clip(path: str, indices: list[int], backend: str, index) -> None:
     wanted = set(int(keys[i]) for i in indices)
     with av.open(path) as container:
         stream = container.streams[index.stream]
+        stream.codec_context.thread_count = 1  # as the readers decode in loader workers
         position = -1
         for i in indices:
             keyframe = int(keyframes[np.searchsorted(keyframes, i, side="right") - 1])
@@ -120,48 +123,103 @@ def floor_clip(path: str, indices: list[int], backend: str, index) -> None:
 
 
 # ---------------------------------------------------------------------------- one row
-def timed(clips: int, run) -> tuple[float, float]:
-    """(CPU ms, wall ms) per clip of ``run()``, which reads ``clips`` clips."""
+def timed(layer) -> dict:
+    """Run a layer: its warm-up (one-off: the decode child's fork, workers' start), then its
+    timed clips, measured while its processes are still alive (their CPU time counts)."""
+    start_cpu, t0 = tree_cpu_s(), time.perf_counter()
+    warm = layer.warm_up()
+    warmup_ms = (time.perf_counter() - t0) * 1e3
     cpu0, wall0 = tree_cpu_s(), time.perf_counter()
-    run()
-    return (tree_cpu_s() - cpu0) * 1e3 / clips, (time.perf_counter() - wall0) * 1e3 / clips
+    clips = layer.run(warm)
+    cpu, wall = tree_cpu_s() - cpu0, time.perf_counter() - wall0
+    if layer.cpu_from_start:  # workers run ahead of the first batch: count all they did
+        cpu, clips_cpu = tree_cpu_s() - start_cpu, clips + warm[2]
+    else:
+        clips_cpu = clips
+    layer.close(warm)
+    return {"clips": clips, "cpu_ms_per_clip": cpu * 1e3 / clips_cpu, "wall_ms_per_clip": wall * 1e3 / clips,
+            "warmup_ms": warmup_ms}
 
 
-def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, args) -> dict:
-    """The callables that read every clip of ``plan`` through each layer."""
+class Layer:
+    """Reads every clip of the plan through one layer of the data path."""
+
+    cpu_from_start = False
+
+    def __init__(self, name: str, read_one, make=None):
+        self.name, self.read_one, self.make = name, read_one, make
+
+    def warm_up(self):
+        state = self.make() if self.make else None
+        self.read_one(state, 0)  # imports, page cache, the decode child's fork
+        return state
+
+    def run(self, state) -> int:
+        for i in range(self.clips):
+            self.read_one(state, i)
+        return self.clips
+
+    def close(self, state) -> None:
+        if hasattr(state, "close"):
+            state.close()
+
+
+class LoaderLayer(Layer):
+    """``build_loader`` with persistent workers: the first batch warms up, the rest is timed
+    (wall); CPU time counts from the loader's creation over every clip, since workers decode
+    batches ahead of the one asked for (their start-up is in it too)."""
+
+    cpu_from_start = True
+
+    def warm_up(self):
+        loader = self.make()
+        batches = iter(loader)
+        first = next(batches)
+        return loader, batches, first.clip.shape[0]
+
+    def run(self, state) -> int:
+        _, batches, first = state
+        return sum(batch.clip.shape[0] for batch in batches)
+
+    def close(self, state) -> None:
+        del state
+
+
+def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, args) -> list[Layer]:
+    """Every layer, reading every clip of ``plan``."""
+    from accel import open_video
+
     paths = [item.path for item in manifest.items]
-    strategy = "dense" if args.kind == "long" else "uniform"
+    strategy = "dense" if args.kind in ("long", "short_recording") else "uniform"
     index = {p: index_stream(p) for p in set(paths)}
 
     def dataset(isolate: bool):
-        ds = VideoClipDataset(manifest, clip_len=args.clip_len, strategy=strategy, backend=backend,
-                              isolate_decode=isolate, on_error="raise")
-        return lambda: ([ds[i] for i in range(len(manifest))], ds.close())
+        return lambda: VideoClipDataset(manifest, clip_len=args.clip_len, strategy=strategy, backend=backend,
+                                        isolate_decode=isolate, on_error="raise")
 
     def loader(workers: int):
-        def run():
-            loaded = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
-                                  strategy=strategy, backend=backend, num_workers=workers,
-                                  on_error="raise", persistent_workers=False)
-            for _ in loaded:
-                pass
-        return run
+        return lambda: build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
+                                    strategy=strategy, backend=backend, num_workers=workers,
+                                    on_error="raise", persistent_workers=workers > 0)
 
-    from accel import open_video
-
-    return {
-        "floor": lambda: [floor_clip(p, sorted(set(ix)), backend, index[p]) for p, ix in zip(paths, plan)],
-        "reader": lambda: [open_video(p, backend).get_frames(ix) for p, ix in zip(paths, plan)],
-        "dataset_inprocess": dataset(False), "dataset": dataset(True),
-        "loader_0": loader(0), "loader_N": loader(args.workers),
-    }
+    layers = [
+        Layer("floor", lambda _, i: floor_clip(paths[i], sorted(set(plan[i])), backend, index[paths[i]])),
+        Layer("reader", lambda _, i: open_video(paths[i], backend).get_frames(plan[i])),
+        Layer("dataset_inprocess", lambda ds, i: ds[i], dataset(False)),
+        Layer("dataset", lambda ds, i: ds[i], dataset(True)),
+        LoaderLayer("loader_0", None, loader(0)),
+        LoaderLayer(f"loader_{args.workers}", None, loader(args.workers)),
+    ]
+    for layer in layers:
+        layer.clips = len(plan)
+    return layers
 
 
 def clip_plan(manifest: Manifest, args) -> list[list[int]]:
     """The frames the datasets read for each entry (epoch 0), computed the way they do."""
     from accel.data.sampling import clip_generator, sample_indices
 
-    strategy = "dense" if args.kind == "long" else "uniform"
+    strategy = "dense" if args.kind in ("long", "short_recording") else "uniform"
     return [sample_indices(index_stream(item.path).num_frames, args.clip_len, strategy,
                            generator=clip_generator(0, 0, i))
             for i, item in enumerate(manifest.items)]
@@ -194,17 +252,14 @@ def run_kind(kind: str, paths: list[str], args) -> list[dict]:
     plan = clip_plan(manifest, args)
     rows = []
     for backend in args.cost_backends:
-        runs = layer_runs(manifest, plan, backend, args)
-        runs["reader"]()  # warm: imports, page cache
         floor_cpu = None
-        for layer in tqdm(LAYERS, desc=f"{kind} {backend}", unit="layer", leave=False):
-            cpu, wall = timed(len(plan), runs[layer])
-            floor_cpu = cpu if layer == "floor" else floor_cpu
-            rows.append({"kind": kind, "backend": backend,
-                         "layer": layer.replace("_N", f"_{args.workers}"), "clips": len(plan),
-                         "cpu_ms_per_clip": cpu, "wall_ms_per_clip": wall,
-                         "vs_floor": cpu / floor_cpu if floor_cpu else None,
-                         "index_build_ms": build_ms if layer == "floor" else None})
+        for layer in tqdm(layer_runs(manifest, plan, backend, args), desc=f"{kind} {backend}",
+                          unit="layer", leave=False):
+            row = timed(layer)
+            floor_cpu = row["cpu_ms_per_clip"] if layer.name == "floor" else floor_cpu
+            rows.append({"kind": kind, "backend": backend, "layer": layer.name, **row,
+                         "vs_floor": row["cpu_ms_per_clip"] / floor_cpu if floor_cpu else None,
+                         "index_build_ms": build_ms if layer.name == "floor" else None})
     return rows
 
 
@@ -216,6 +271,8 @@ def run_costs(args) -> list[dict]:
     kinds = {"original": originals, "prepared": make_prepared(originals, args.cache / "costs")}
     long = args.long or make_long_video(args.cache, args.long_minutes)
     kinds["long"] = [str(long)] * args.long_clips
+    if shutil.which("ffmpeg") is not None:  # the same kind of recording, 10 s: what a clip should cost
+        kinds["short_recording"] = [str(make_long_video(args.cache, 10 / 60))] * args.long_clips
     reps = max(1, args.clips // max(1, len(originals)))
     kinds["original"] = originals * reps
     kinds["prepared"] = kinds["prepared"] * reps

@@ -542,8 +542,10 @@ def _main_costs(args) -> int:
     rows = run_costs(args)
     notes = ("\nCPU ms per clip: this process and all its children (DataLoader workers, decode "
              "children), one process reading the same clips through each layer in turn; `vs_floor` = "
-             "the layer's CPU time / the floor's, same run. `index_build_ms`: the one-off demux scan "
-             "per file on an empty index folder (then served from the index).\n")
+             "the layer's CPU time / the floor's, same run. Each layer's first clip (loaders: first "
+             "batch) is a warm-up, timed apart as `warmup_ms`; loader rows' CPU counts from the "
+             "loader's creation (workers decode ahead), start-up included. `index_build_ms`: the "
+             "one-off demux scan per file on an empty index folder (then served from the index).\n")
     paths = write_results(rows, args.json, command=args.command_line, columns=COST_COLUMNS,
                           title="Where a clip's time goes", notes=notes)
     print(markdown_table(rows, COST_COLUMNS))

@@ -185,7 +185,7 @@ class VideoClipDataset(DecodesInChild, torch.utils.data.Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict | SkippedSample:
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
-        return self._isolated(self.manifest.items[index].path, index, epoch)
+        return self._isolated(self.manifest.path(index), index, epoch)
 
     def _load(self, index: int, epoch: int) -> dict | SkippedSample:
         """Open, sample, decode and resize one clip (in the decode process)."""

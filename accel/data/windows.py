@@ -65,7 +65,7 @@ class VideoWindowsDataset(DecodesInChild, Dataset):
         return wins
 
     def __getitem__(self, index: int) -> dict | SkippedSample:
-        return self._isolated(self.manifest.items[index].path, index)
+        return self._isolated(self.manifest.path(index), index)
 
     def _load(self, index: int) -> dict | SkippedSample:
         item = self.manifest.items[index]

@@ -161,7 +161,8 @@ class LongRunHooks(StepHooks):
             path = self.save(state)
             self.save_asked = False
             if self.stop_asked:
-                signal_name = self.flag.requested or "a signal on another rank"
+                names = [x for x in all_gather_objects(self.flag.requested, self.info) if x]
+                signal_name = " and ".join(sorted(set(names))) or "a signal"
                 raise RunStopped(f"preempted by {signal_name} at epoch {self.epoch + 1} step {state.batches}: "
                                  f"checkpoint {path}; run again with --resume auto to continue",
                                  EXIT_PREEMPTED)

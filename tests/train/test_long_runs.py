@@ -48,7 +48,7 @@ def run(cmd, **kw) -> subprocess.CompletedProcess:
 def wait_for(pattern: str, folder: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
     end = time.monotonic() + timeout
     while not list(folder.glob(pattern)):
-        assert proc.poll() is None, f"the run ended before writing {pattern}: {proc.communicate()}"
+        assert proc.poll() is None, f"the run ended (status {proc.returncode}) before writing {pattern}"
         assert time.monotonic() < end, f"no {pattern} in {folder} after {timeout} s"
         time.sleep(0.05)
 
@@ -75,11 +75,13 @@ def uninterrupted(tmp_path_factory, temporal_dataset) -> Path:
 
 def test_sigterm_mid_epoch_then_resume_auto_is_exact(uninterrupted, temporal_dataset, tmp_path):
     out = tmp_path / "cut"
-    proc = subprocess.Popen(train_cmd(temporal_dataset, out), cwd=ROOT, env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = tmp_path / "stderr"
+    proc = subprocess.Popen(train_cmd(temporal_dataset, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=open(errors, "w"))  # a file: a full pipe would stall the run
     wait_for("step-e0000-*.pt", out, proc)  # the first mid-epoch checkpoint of epoch 1 is there
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=240)
+    proc.wait(timeout=240)
+    err = errors.read_text()
     assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
     stop = [line for line in err.splitlines() if "preempted by SIGTERM" in line]
     assert len(stop) == 1 and "--resume auto" in stop[0], err[-3000:]

@@ -29,6 +29,8 @@ from .engine import EpochState, StepHooks
 from .preempt import EXIT_CHECKPOINT_WRITE, EXIT_NONFINITE, EXIT_PREEMPTED, PreemptionFlag
 from .rng import seed_everything
 
+WARNED_NONFINITE = 10  # non-finite losses an epoch that get a warning line each
+
 
 class RunStopped(Exception):
     """The run stops on purpose (preempted, too many non-finite losses, a checkpoint that
@@ -146,8 +148,10 @@ class LongRunHooks(StepHooks):
         where = f"epoch {self.epoch + 1} step {state.batches}"
         limit = self.opts.max_nonfinite
         if not limit or self.consecutive < limit:
-            self.say(f"warning: {where}: non-finite loss, step skipped ({state.nonfinite} this epoch; "
-                     f"videos {self.describe(batch)})")
+            if state.nonfinite <= WARNED_NONFINITE:  # then only counted (the epoch line has the total)
+                more = "; further ones this epoch are only counted" if state.nonfinite == WARNED_NONFINITE else ""
+                self.say(f"warning: {where}: non-finite loss, step skipped ({state.nonfinite} this epoch; "
+                         f"videos {self.describe(batch)}{more})")
             return
         path = self.save(state)
         raise RunStopped(f"{where}: {self.consecutive} non-finite losses in a row (--max_nonfinite {limit}); "

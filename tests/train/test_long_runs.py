@@ -219,3 +219,27 @@ def test_an_epoch_resumed_from_its_state_equals_the_whole_epoch():
     assert rest["step_losses"] == full["step_losses"] and rest["loss_sum"] == full["loss_sum"]
     assert rest["video_ids"] == full["video_ids"]
     assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), part.state_dict().values()))
+
+
+def test_a_resumed_position_counts_the_samples_of_skipped_batches(temporal_dataset, tmp_path):
+    """A batch whose every file is unreadable is not trained, but its samples are part of the
+    epoch's order: the next batch carries their skips, so a resumed epoch starts past them."""
+    from accel import build_loader
+    from accel.data.manifests import Manifest, VideoItem
+
+    good = sorted((temporal_dataset / "train").rglob("*.mp4"))[:4]
+    bad = []
+    for i in range(2):
+        bad.append(tmp_path / f"broken{i}.mp4")
+        bad[-1].write_text("this is not a video\n" * 20)
+    items = [VideoItem(str(p), 0) for p in [*bad, *good]]
+    loader = build_loader(Manifest(items, ["a"]), batch_size=2, clip_len=2, num_workers=0, shuffle=False)
+    loader.set_epoch(0)
+    batches = list(loader)
+    assert [b.video_id.tolist() for b in batches] == [[2, 3], [4, 5]]
+    assert [p for p, _ in batches[0].skipped] == [str(p) for p in bad]  # carried from the dropped batch
+    state = EpochState()
+    for b in batches[:1]:
+        state.samples += len(b.video_id) + len(b.skipped)
+    loader.set_epoch(0, start=state.samples)  # resume after the first trained batch
+    assert [b.video_id.tolist() for b in loader] == [[4, 5]]

@@ -96,13 +96,13 @@ def test_sigterm_to_one_rank_stops_both_and_resume_is_exact(ddp_uninterrupted, t
 
 def test_torchrun_restarts_a_killed_rank_and_resumes_on_its_own(ddp_uninterrupted, temporal_dataset, tmp_path):
     out = tmp_path / "elastic"
-    # Two restarts allowed, one needed: on this 2-core machine a restarted Gloo group has once
-    # failed to connect its ranks (connectFullMesh: connection refused) before any training code.
-    agent = launch(torchrun(temporal_dataset, out, restarts=2), tmp_path)
+    # Ranks of the restarted group start seconds apart on 2 cores: the first one up must not
+    # read the dead attempt's addresses from torchrun's store (distributed.restart_store).
+    agent = launch(torchrun(temporal_dataset, out, restarts=1), tmp_path)
     rank1 = rank_pid(agent, 1)
     wait_for("step-e0000-*.pt", out, agent)
     os.kill(rank1, signal.SIGKILL)
     stdout, err = finish(agent, tmp_path)
     assert agent.returncode == 0, err[-4000:]
-    assert "(torchrun restart " in stdout and "resumed from" in stdout, stdout[-3000:]
+    assert "(torchrun restart 1)" in stdout and "resumed from" in stdout, stdout[-3000:]
     assert_same_run(ddp_uninterrupted, out)

@@ -116,7 +116,7 @@ def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
     ``net`` runs the forward (possibly DDP, compiled, autocast); ``model`` is the plain
     module (gradient clipping). ``ddp``: the DistributedDataParallel wrapper, so micro-steps
     of a gradient accumulation skip the all-reduce. A batch whose loss is not finite (on any
-    rank) gets no backward and no update, and is counted. ``state``: where a resumed epoch
+    rank) gives no update (its accumulation window is dropped) and is counted. ``state``: where a resumed epoch
     stands (``batches`` then holds the rest of the epoch); ``hooks``: checkpoints, signals,
     stall warnings. Returns loss, accuracy, throughput, the share of time spent waiting for
     data, the video ids seen (for shard checks), ``loss_sum`` and ``correct`` (the sums ranks

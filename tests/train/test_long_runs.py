@@ -66,11 +66,18 @@ def assert_same_run(a: Path, b: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, temporal_dataset) -> Path:
-    out = tmp_path_factory.mktemp("whole")
-    r = run(train_cmd(temporal_dataset, out))
+def uninterrupted_run(tmp_path_factory, temporal_dataset) -> tuple[Path, subprocess.CompletedProcess]:
+    """The reference run; --resume auto in its empty folder starts fresh, and every data step
+    is over --stall_warn_s (neither changes a number)."""
+    out = tmp_path_factory.mktemp("whole") / "run"
+    r = run(train_cmd(temporal_dataset, out, "--resume", "auto", "--stall_warn_s", "0.000001"))
     assert r.returncode == 0, r.stderr[-3000:]
-    return out
+    return out, r
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(uninterrupted_run) -> Path:
+    return uninterrupted_run[0]
 
 
 def test_sigterm_mid_epoch_then_resume_auto_is_exact(uninterrupted, temporal_dataset, tmp_path):
@@ -78,9 +85,13 @@ def test_sigterm_mid_epoch_then_resume_auto_is_exact(uninterrupted, temporal_dat
     errors = tmp_path / "stderr"
     proc = subprocess.Popen(train_cmd(temporal_dataset, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
                             stderr=open(errors, "w"))  # a file: a full pipe would stall the run
-    wait_for("step-e0000-*.pt", out, proc)  # the first mid-epoch checkpoint of epoch 1 is there
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=240)
+    try:
+        wait_for("step-e0000-*.pt", out, proc)  # the first mid-epoch checkpoint of epoch 1 is there
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     err = errors.read_text()
     assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
     stop = [line for line in err.splitlines() if "preempted by SIGTERM" in line]
@@ -111,14 +122,13 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(uninterrupte
     assert_same_run(uninterrupted, out)
 
 
-def test_resume_auto_in_an_empty_folder_starts_fresh(temporal_dataset, tmp_path):
-    r = run(train_cmd(temporal_dataset, tmp_path / "new", "--resume", "auto", "--epochs", "1",
-                      "--save_every_steps", "0", "--stall_warn_s", "0.000001"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert f"--resume auto: no checkpoint in {tmp_path / 'new'}: starting fresh" in r.stdout
+def test_resume_auto_in_an_empty_folder_starts_fresh_and_stalls_are_named(uninterrupted_run):
+    out, r = uninterrupted_run
+    assert f"--resume auto: no checkpoint in {out}: starting fresh" in r.stdout
     # every data step is over a microsecond: each is named, with its decoder, once
-    stalls = [line for line in r.stderr.splitlines() if line.startswith("warning: epoch 1 step ")]
-    assert len(stalls) == 8 and "(decoder " in stalls[0] and "--stall_warn_s 1e-06" in stalls[0], r.stderr
+    stalls = [line for line in r.stderr.splitlines() if line.startswith("warning: epoch ")]
+    assert len(stalls) == 16 and "(decoder " in stalls[0] and "--stall_warn_s 1e-06" in stalls[0], r.stderr
+    assert stalls[0].startswith("warning: epoch 1 step 1 ") and stalls[-1].startswith("warning: epoch 2 step 8 ")
 
 
 # --------------------------------------------------------------------------- non-finite losses

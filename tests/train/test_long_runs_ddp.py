@@ -35,12 +35,30 @@ def torchrun(data: Path, out: Path, *extra: str, restarts: int = 0) -> list[str]
 def launch(cmd: list[str], logs: Path) -> subprocess.Popen:
     """Output to files, not pipes: a pipe nobody reads while the run goes on can fill and hang it."""
     return subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=open(logs / "stdout", "w"),
-                            stderr=open(logs / "stderr", "w"))
+                            stderr=open(logs / "stderr", "w"), start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, logs: Path, timeout: float = 300) -> tuple[str, str]:
-    proc.wait(timeout=timeout)
+    try:
+        proc.wait(timeout=timeout)
+    finally:
+        end(proc)
     return (logs / "stdout").read_text(), (logs / "stderr").read_text()
+
+
+def end(proc: subprocess.Popen) -> None:
+    """torchrun and its workers (their own session), if still running: nothing outlives a test."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+@pytest.fixture
+def agents():
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        end(proc)
 
 
 def rank_pid(agent: subprocess.Popen, rank: int, timeout: float = 120) -> int:
@@ -71,9 +89,10 @@ def ddp_uninterrupted(tmp_path_factory, temporal_dataset) -> Path:
     return out
 
 
-def test_sigterm_to_one_rank_stops_both_and_resume_is_exact(ddp_uninterrupted, temporal_dataset, tmp_path):
+def test_sigterm_to_one_rank_stops_both_and_resume_is_exact(ddp_uninterrupted, temporal_dataset, tmp_path, agents):
     out = tmp_path / "cut"
     agent = launch(torchrun(temporal_dataset, out), tmp_path)
+    agents.append(agent)
     rank1 = rank_pid(agent, 1)
     wait_for("step-e0000-*.pt", out, agent)
     os.kill(rank1, signal.SIGTERM)  # rank 1 alone: the ranks agree at the next step
@@ -94,11 +113,12 @@ def test_sigterm_to_one_rank_stops_both_and_resume_is_exact(ddp_uninterrupted, t
     assert_same_run(ddp_uninterrupted, out)
 
 
-def test_torchrun_restarts_a_killed_rank_and_resumes_on_its_own(ddp_uninterrupted, temporal_dataset, tmp_path):
+def test_torchrun_restarts_a_killed_rank_and_resumes_on_its_own(ddp_uninterrupted, temporal_dataset, tmp_path, agents):
     out = tmp_path / "elastic"
     # Ranks of the restarted group start seconds apart on 2 cores: the first one up must not
     # read the dead attempt's addresses from torchrun's store (distributed.restart_store).
     agent = launch(torchrun(temporal_dataset, out, restarts=1), tmp_path)
+    agents.append(agent)
     rank1 = rank_pid(agent, 1)
     wait_for("step-e0000-*.pt", out, agent)
     os.kill(rank1, signal.SIGKILL)

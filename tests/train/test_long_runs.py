@@ -253,3 +253,19 @@ def test_a_resumed_position_counts_the_samples_of_skipped_batches(temporal_datas
         state.samples += len(b.video_id) + len(b.skipped)
     loader.set_epoch(0, start=state.samples)  # resume after the first trained batch
     assert [b.video_id.tolist() for b in loader] == [[4, 5]]
+
+
+def test_sigusr1_asks_to_stop_and_a_second_signal_exits_at_once():
+    code = ("import os, signal, time\n"
+            "from accel.train.preempt import PreemptionFlag\n"
+            "flag = PreemptionFlag().install()\n"
+            "os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "time.sleep(0.1)\n"
+            "print(flag.requested, flush=True)\n"
+            "os.kill(os.getpid(), signal.SIGUSR1)\n"
+            "time.sleep(5)\n"
+            "print('still running')\n")
+    r = run([sys.executable, "-c", code])
+    assert r.stdout.split() == ["SIGUSR1"], r.stdout + r.stderr
+    assert r.returncode == 128 + signal.SIGUSR1 == 138
+    assert r.stderr.strip() == "SIGUSR1 again: stopping at once, nothing saved"

@@ -52,7 +52,7 @@ from accel.data.loader import LOADER_BACKENDS, ClipLoader
 from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
 from accel.data.reading import ON_ERROR
 from accel.data.samplers import ShardedSampler
-from accel.data.sampling import STRATEGIES, mix_seed
+from accel.data.sampling import STRATEGIES
 from accel.data.splits import load_splits
 from accel.data.transforms import ClipTransform
 from accel.deploy.perf import COMPILE_MODES
@@ -67,7 +67,7 @@ from accel.train.checkpoint import (
     save_checkpoint,
 )
 from accel.train.distributed import DistInfo, all_gather_objects, barrier, destroy, init_distributed
-from accel.train.engine import train_one_epoch
+from accel.train.engine import EpochState, train_one_epoch
 from accel.train.evaluation import (
     EvalSettings,
     evaluate_clips,
@@ -76,10 +76,13 @@ from accel.train.evaluation import (
     summary_line,
     write_report_files,
 )
+from accel.train.longrun import LongRunHooks, LongRunOptions, RunStopped
 from accel.train.losses import LOSSES, build_criterion, class_weights, sampling_weights
 from accel.train.metrics import classification_metrics
 from accel.train.optim import LRSchedule, build_optimizer
+from accel.train.preempt import EXIT_PREEMPTED, PreemptionFlag, exit_status_help
 from accel.train.rng import rng_state, seed_everything, set_rng_state
+from accel.train.rolling import RollingCheckpoints, newest_checkpoint, place
 from accel.train.selection import ModelSelector
 from accel.train.tracking import RunLogger, write_json
 from models import resolve_data_config
@@ -89,7 +92,8 @@ PROG = "train.py"
 
 
 def get_args_parser() -> Parser:
-    p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).")
+    p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).",
+               epilog=exit_status_help() + ".")
     add_data_args(p.add_argument_group("data"))
     add_model_args(p.add_argument_group("model"))
     add_optimisation_args(p.add_argument_group("optimisation"))
@@ -97,6 +101,7 @@ def get_args_parser() -> Parser:
     add_speed_args(p.add_argument_group("speed"))
     add_evaluation_args(p.add_argument_group("evaluation"))
     add_output_args(p.add_argument_group("output"))
+    add_long_run_args(p.add_argument_group("long runs (README: Long runs)"))
     return p
 
 
@@ -210,7 +215,9 @@ def add_output_args(g) -> None:
     g.add("--out_dir", "--output_dir", help="sets --log_dir and --model_dir (default runs/MODEL_TIME)")
     g.add("--log_dir", help="metrics, logs and plots")
     g.add("--model_dir", help="checkpoints (default: --log_dir)")
-    g.add("--resume", help="continue from a checkpoint (last.pt) exactly where it stopped")
+    g.add("--resume", help="continue exactly where a checkpoint stopped: a file (last.pt, step-*.pt), or "
+                           "auto: the newest readable one in --model_dir / --out_dir, or a fresh start "
+                           "if there is none (the default when torchrun restarts the workers)")
     g.add("--seed", type=int, default=0)
     g.add_flag("--debug", False, "show Python tracebacks instead of one-line errors")
     g.add("--print_freq", type=positive_int, default=5, help="progress-bar refresh, in steps")
@@ -221,6 +228,18 @@ def add_output_args(g) -> None:
     g.add("--wandb_name")
     g.add("--wandb_mode", choices=("offline", "online", "disabled"), default="offline",
           help="offline (default) needs no network; sync later with `wandb sync`")
+
+
+def add_long_run_args(g) -> None:
+    g.add("--save_every_steps", type=non_negative_int, default=0,
+          help="also write a resumable checkpoint (step-EPOCH-SAMPLES.pt) every N steps (0 = off)")
+    g.add("--save_every_minutes", type=non_negative_float, default=0.0,
+          help="also write one every M minutes (0 = off)")
+    g.add("--keep_checkpoints", type=positive_int, default=2, help="mid-epoch checkpoints kept (default 2)")
+    g.add("--max_nonfinite", type=non_negative_int, default=0,
+          help="stop after K consecutive non-finite losses (each is skipped and counted; 0 = never stop)")
+    g.add("--stall_warn_s", type=non_negative_float, default=60.0,
+          help="warn when one batch takes longer than this to arrive (default 60; 0 = off)")
 
 
 def model_name(text: str) -> str:
@@ -248,6 +267,7 @@ class Setup:
     amp: str | None
     resume: dict | None
     missing: dict  # split -> [(path, reason)] of listed files that do not exist
+    flag: PreemptionFlag = dataclasses.field(default_factory=PreemptionFlag)  # SIGTERM / SIGUSR1 seen
 
 
 def say(info: DistInfo, *msg) -> None:
@@ -401,16 +421,20 @@ def check_input(model: nn.Module, args) -> None:
 def setup(args) -> Setup:
     """Everything that can fail because of a wrong input, before any training."""
     check_options(args)
-    resume, notes = None, []
+    resume, notes = resume_auto(args)
     if args.resume:
-        resume = read_checkpoint(args.resume, require=RESUME_ENTRIES)
-        notes = restore_options(args, resume)
+        resume = resume or read_checkpoint(args.resume, require=RESUME_ENTRIES)
+        notes += restore_options(args, resume)
     choose_model(args)
     check_inputs(args)
     device = resolve_device(args.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device.type, timeout_s=args.dist_timeout)
     for note in notes:
         say(info, f"note: {note}")
+    partial = (resume or {}).get("in_epoch")
+    if partial and len(partial["ranks"]) != info.world_size:
+        raise UsageError(f"--resume {args.resume}: saved mid-epoch by {len(partial['ranks'])} processes; "
+                         f"resume it with as many (not {info.world_size}), or from last.pt")
     splits, missing = read_splits(args, info, resume)
     kwargs = resumed_model_options(args, resume) if resume is not None else model_options(args)
     model = setup_model(args, info, len(splits.classes), kwargs, resume)
@@ -420,6 +444,25 @@ def setup(args) -> Setup:
         amp = None
     log_dir, model_dir = output_dirs(args)
     return Setup(info, device, splits, model, log_dir, model_dir, kwargs, amp, resume, missing)
+
+
+def resume_auto(args) -> tuple[dict | None, list[str]]:
+    """--resume auto (the default when torchrun restarts the workers): the newest readable
+    checkpoint of the output folder, or none; returns it and the lines saying what was chosen."""
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if args.resume is None and restarted and (args.out_dir or args.model_dir or args.log_dir):
+        args.resume = "auto"
+    if args.resume != "auto":
+        return None, []
+    if not (args.out_dir or args.model_dir or args.log_dir):
+        raise UsageError("--resume auto looks for checkpoints in --out_dir or --model_dir: give one")
+    folder = output_dirs(args)[1]
+    path, ck, lines = newest_checkpoint(folder, require=RESUME_ENTRIES)
+    if path is None:
+        args.resume = None
+        return None, lines + [f"--resume auto: no checkpoint in {folder}: starting fresh"]
+    args.resume = str(path)
+    return ck, lines + [f"--resume auto: {path}" + (f" (torchrun restart {restarted})" if restarted else "")]
 
 
 def check_options(args) -> None:
@@ -519,7 +562,12 @@ def main(args) -> dict:
             raise
         fail(PROG, one_line(e))
     try:
+        s.flag.install()
         return train(args, s)
+    except RunStopped as e:
+        if s.info.is_main:
+            print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(e.status) from None
     except (UsageError, ManifestError) as e:
         if debug:
             raise
@@ -533,6 +581,7 @@ def main(args) -> dict:
             raise
         fail(PROG, f"--on_error raise: {line}")
     finally:
+        s.flag.uninstall()
         destroy(s.info)
 
 
@@ -558,6 +607,11 @@ def train(args, s: Setup) -> dict:
         if info.is_main:
             save_epoch(s, tr, out, record)
         say(info, epoch_line(args, record))
+        signals = [x for x in all_gather_objects(s.flag.requested, info) if x]
+        if signals:  # a signal during validation: last.pt was just written
+            raise RunStopped(f"preempted by {signals[0]} after epoch {epoch + 1}: checkpoint "
+                             f"{s.model_dir / 'last.pt'}; run again with --resume auto to continue",
+                             EXIT_PREEMPTED)
         if tr.selector.should_stop:
             say(info, f"early stop: no better score for {tr.selector.patience} epochs "
                       f"(best epoch {tr.selector.best_epoch + 1})")
@@ -665,6 +719,7 @@ class Training:
     selector: ModelSelector
     history: list[dict] = dataclasses.field(default_factory=list)
     start_epoch: int = 0
+    in_epoch: dict | None = None  # a mid-epoch checkpoint's epoch and every rank's EpochState
     shards: dict = dataclasses.field(default_factory=dict)  # how the first epoch's clips fell on the ranks
 
 
@@ -718,8 +773,12 @@ def resume_training(args, s: Setup, tr: Training) -> None:
         fail(PROG, f"--resume {args.resume}: its optimiser, schedule, selector or RNG state does "
                    f"not fit this run ({type(e).__name__}: {one_line(e)})")
     tr.history = list(ck.get("history") or [])
+    tr.shards = dict(ck.get("shards") or {})
     tr.start_epoch = ck["epoch"] + 1
-    say(s.info, f"resumed from {args.resume}: epoch {tr.start_epoch} of {args.epochs}")
+    tr.in_epoch = ck.get("in_epoch")
+    epoch, samples = place(ck)
+    where = f", after {samples} samples of its shard" if tr.in_epoch else ""
+    say(s.info, f"resumed from {args.resume}: epoch {epoch + 1} of {args.epochs}{where}")
 
 
 # --------------------------------------------------------------------------- outputs
@@ -795,7 +854,8 @@ def run_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int
     score, is_best = tr.selector.update(epoch, val_loss, val.get("auroc"))
     tr.schedule.epoch_end(val_loss)
     # Train loss/accuracy: the mean over every rank's clips.
-    totals = all_gather_objects((stats["loss_sum"], stats["correct"], stats["clips"]), info)
+    totals = all_gather_objects((stats["loss_sum"], stats["correct"], stats["clips"], stats["nonfinite"],
+                                 stats["step_losses"]), info)
     n = sum(t[2] for t in totals)
     record = {
         "epoch": epoch, "lr": tr.optimizer.param_groups[-1]["lr"],
@@ -806,9 +866,19 @@ def run_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int
         "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
         "val_auroc": val.get("auroc"), "score": score, "best": is_best,
         "epoch_time_s": time.perf_counter() - t0, "val": val,
+        "train_nonfinite": sum(t[3] for t in totals), "train_step_losses": step_means([t[4] for t in totals]),
     }
     tr.history.append(record)
     return record, val_preds
+
+
+def step_means(per_rank: list[list]) -> list:
+    """Each step's loss, the mean over the ranks (None for a skipped, non-finite step)."""
+    out = []
+    for losses in itertools.zip_longest(*per_rank):
+        finite = [v for v in losses if v is not None]
+        out.append(sum(finite) / len(finite) if finite and len(finite) == len(losses) else None)
+    return out
 
 
 def train_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int) -> dict:
@@ -817,22 +887,32 @@ def train_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: i
     from accel import DevicePrefetcher
 
     info, device, train_loader, train_tf = s.info, s.device, data.train_loader, data.train_tf
-    seed_everything(mix_seed(args.seed, epoch, info.rank, "step"))  # dropout, anything global
+    state = EpochState()
+    if tr.in_epoch is not None and tr.in_epoch["epoch"] == epoch:  # resumed mid-epoch
+        state = EpochState.from_state_dict(tr.in_epoch["ranks"][info.rank])
+    tr.in_epoch = None
     train_loader.set_epoch(epoch)
-    aug = torch.Generator().manual_seed(mix_seed(args.seed, epoch, info.rank, "augment"))
+    epoch_batches = len(train_loader)
+    train_loader.set_epoch(epoch, start=state.samples)
+    aug = torch.Generator()  # reseeded every step (LongRunHooks), as are the global RNGs
     batches = DevicePrefetcher(train_loader, device, transform=train_tf, generator=aug)
+    hooks = epoch_hooks(args, s, data, tr, out, epoch, aug)
     bar = out.make_bar(len(train_loader), f"epoch {epoch + 1}/{args.epochs}")
-    stats = train_one_epoch(tr.net, tr.model, tr.criterion, tr.optimizer, tr.schedule, batches,
-                            scaler=tr.scaler, ddp=tr.ddp, accum_steps=args.accum_steps,
-                            clip_grad_norm=args.clip_grad_norm, progress=bar, print_freq=args.print_freq)
-    bar.close()
+    try:
+        stats = train_one_epoch(tr.net, tr.model, tr.criterion, tr.optimizer, tr.schedule, batches,
+                                scaler=tr.scaler, ddp=tr.ddp, accum_steps=args.accum_steps,
+                                clip_grad_norm=args.clip_grad_norm, progress=bar, print_freq=args.print_freq,
+                                state=state, hooks=hooks)
+    finally:
+        hooks.close()
+        bar.close()
     seen = all_gather_objects(stats.pop("video_ids"), info)
-    shard_record = {"batches_per_rank": all_gather_objects(len(train_loader), info),
+    shard_record = {"batches_per_rank": all_gather_objects(epoch_batches, info),
                     "clips_per_rank": [len(x) for x in seen],
                     # clips read on two or more ranks (pairwise, for any number of ranks)
                     "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2)
                                     for i in a & b})}
-    if epoch == tr.start_epoch:
+    if not tr.shards:
         tr.shards = shard_record
     if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
         raise UsageError(f"train: no readable video: all {len(s.splits.train)} of {s.splits.train.source} "
@@ -840,16 +920,42 @@ def train_epoch(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: i
     return stats
 
 
+def epoch_hooks(args, s: Setup, data: Data, tr: Training, out: Outputs, epoch: int,
+                aug: torch.Generator) -> LongRunHooks:
+    """Mid-epoch checkpoints, preemption, non-finite losses and stall warnings for one epoch."""
+    opts = LongRunOptions(args.save_every_steps, args.save_every_minutes, args.max_nonfinite, args.stall_warn_s)
+    rolling = RollingCheckpoints(s.model_dir, keep=args.keep_checkpoints)
+    train_items = s.splits.train.items
+
+    def write(ranks: list[dict]) -> Path:
+        state = training_state(out, tr, epoch - 1, {"epoch": epoch, "ranks": ranks})
+        return rolling.save(state, epoch, ranks[0]["samples"])
+
+    def describe(batch) -> str:
+        ids = torch.as_tensor(batch.video_id).reshape(-1).tolist()
+        return ", ".join(train_items[i].path for i in ids) or "none (all skipped)"
+
+    return LongRunHooks(opts, info=s.info, device=s.device, epoch=epoch, seed=args.seed, generator=aug,
+                        decoder=data.train_loader.backend, flag=s.flag, write=write, describe=describe,
+                        say=lambda line: say(s.info, line))
+
+
 # --------------------------------------------------------------------------- save
+def training_state(out: Outputs, tr: Training, epoch: int, in_epoch: dict | None) -> dict:
+    """A full checkpoint: ``epoch`` is the last finished one; ``in_epoch`` where the next stands."""
+    scaler = tr.scaler
+    return {**out.ckpt_meta, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
+            "schedule": tr.schedule.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch, "selector": tr.selector.state_dict(), "history": tr.history, "rng": rng_state(),
+            "shards": tr.shards, "in_epoch": in_epoch}
+
+
 def save_epoch(s: Setup, tr: Training, out: Outputs, record: dict) -> None:
     """Rank 0: the checkpoints (best.pt when best, last.pt always), the logs and plots so far."""
     model_dir, log_dir = s.model_dir, s.log_dir
-    scaler, is_best = tr.scaler, record["best"]
-    state = {**out.ckpt_meta, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
-             "schedule": tr.schedule.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None,
-             "epoch": record["epoch"], "selector": tr.selector.state_dict(), "history": tr.history,
-             "rng": rng_state(), "metrics": {k: v for k, v in record.items() if k != "val"}}
+    is_best = record["best"]
+    state = {**training_state(out, tr, record["epoch"], None),
+             "metrics": {k: v for k, v in record.items() if k not in ("val", "train_step_losses")}}
     # best.pt first: a run killed in between resumes from the older last.pt and
     # redoes this epoch. last.pt is then a hard link, not a second full write.
     if is_best:
@@ -857,7 +963,7 @@ def save_epoch(s: Setup, tr: Training, out: Outputs, record: dict) -> None:
         link_or_copy(model_dir / "best.pt", model_dir / "last.pt")
     else:
         save_checkpoint(state, model_dir / "last.pt")
-    out.logger.log({k: v for k, v in record.items() if k != "val"}, step=record["epoch"])
+    out.logger.log({k: v for k, v in record.items() if k not in ("val", "train_step_losses")}, step=record["epoch"])
     write_metrics(log_dir, out.config, s.splits.classes, tr.history, tr.selector, tr.shards, test=None,
                   skipped=None)
     plot_history(log_dir, tr.history)
@@ -870,7 +976,8 @@ def epoch_line(args, record: dict) -> str:
             f"acc {record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
             f"{record['val_accuracy'] or 0:.3f} auroc {auroc} | score {record['score']:.4f}"
             f"{' (best)' if record['best'] else ''} | {record['train_clips_per_s']:.1f} clips/s, "
-            f"data wait {record['train_data_wait']:.0%}, {record['epoch_time_s']:.1f} s")
+            f"data wait {record['train_data_wait']:.0%}, {record['epoch_time_s']:.1f} s"
+            + (f" | {record['train_nonfinite']} non-finite losses skipped" if record["train_nonfinite"] else ""))
 
 
 # --------------------------------------------------------------------------- final test

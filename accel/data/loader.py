@@ -46,19 +46,28 @@ class ClipLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        """Read epoch ``epoch``'s sample order from position ``start`` (a multiple of the
+        batch size: a run resumed mid-epoch)."""
         dataset_set_epoch = getattr(self.dataset, "set_epoch", None)  # windows: one pass, no epochs
         if dataset_set_epoch is not None:
             dataset_set_epoch(epoch)
         if hasattr(self.loader.sampler, "set_epoch"):  # build_loader's EpochSampler has it
-            self.loader.sampler.set_epoch(epoch)
+            self.loader.sampler.set_epoch(epoch, start=start)
+        elif start:
+            raise ValueError(f"this loader's sampler ({type(self.loader.sampler).__name__}) cannot start mid-epoch")
 
     def __iter__(self) -> Iterator[ClipBatch]:
+        dropped: list[tuple[str, str]] = []
         for batch in self.loader:
             self.skipped.extend(batch.skipped)
             if batch.is_empty:
-                continue  # every sample of this batch was skipped
-            yield batch
+                dropped += batch.skipped  # every sample of this batch was skipped
+                continue
+            # The next batch carries the dropped batches' skips: each yielded batch accounts
+            # for every sample read since the one before (a mid-epoch position counts them).
+            yield batch.replace(skipped=dropped + list(batch.skipped)) if dropped else batch
+            dropped = []
 
 
 def choose_backend(backend: str, device: torch.device | str | None = None, *,

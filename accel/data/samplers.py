@@ -2,6 +2,7 @@
 :func:`accel.data.sampling.epoch_seed`), per-rank shards, and epoch keys for workers."""
 from __future__ import annotations
 
+import itertools
 from typing import Iterator
 
 import torch
@@ -13,23 +14,27 @@ from .sampling import epoch_generator
 class EpochSampler(Sampler):
     """Yields ``(index, epoch)`` keys so the epoch reaches (persistent) worker processes,
     which hold their own copy of the dataset; forwards ``set_epoch`` to the inner sampler
-    (DistributedSampler reshuffles with it)."""
+    (DistributedSampler reshuffles with it). ``start`` skips the epoch's first samples: a run
+    resumed mid-epoch reads the rest of the same order."""
 
     def __init__(self, inner):
         self.inner = inner
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        if not 0 <= start <= len(self.inner):
+            raise ValueError(f"start must be in [0, {len(self.inner)}] (the epoch's samples), got {start}")
+        self.epoch, self.start = epoch, start
         if hasattr(self.inner, "set_epoch"):
             self.inner.set_epoch(epoch)
 
     def __iter__(self):
         epoch = self.epoch
-        return ((int(i), epoch) for i in self.inner)
+        return ((int(i), epoch) for i in itertools.islice(self.inner, self.start, None))
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.inner) - self.start
 
 
 class ShardedSampler(Sampler[int]):

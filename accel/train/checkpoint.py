@@ -12,6 +12,7 @@ the model it was made for).
 """
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import re
@@ -90,13 +91,51 @@ def save_checkpoint(state: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = _temporary(path)
-    with open(tmp, "wb") as f:
-        torch.save(plain({"version": CHECKPOINT_VERSION, **state}), f)
-        f.flush()
-        os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
+    state = plain({"version": CHECKPOINT_VERSION, **state})
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the rename makes them the file
+    except OSError as e:
+        tmp.unlink(missing_ok=True)  # the file it would have replaced is untouched
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CheckpointWriteError(f"{path.parent}: no space left to write {path.name}: it needs about "
+                                       f"{_mb(state_bytes(state))} MB, {_mb(free_bytes(path.parent))} MB "
+                                       "are free; the previous checkpoint is intact") from None
+        raise CheckpointWriteError(f"{path}: cannot be written ({e.strerror or e}); the previous "
+                                   "checkpoint is intact") from None
     os.replace(tmp, path)
     _fsync_folder(path.parent)
     return path
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (disk full...): one line naming the folder."""
+
+
+def state_bytes(value: Any) -> int:
+    """About what ``value`` takes on disk: the bytes of its tensors (the rest is small)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(state_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(state_bytes(v) for v in value)
+    return 0
+
+
+def free_bytes(folder: Path) -> int:
+    import shutil
+
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:.1f}"
 
 
 def link_or_copy(src: str | Path, dst: str | Path) -> Path:

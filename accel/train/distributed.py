@@ -66,8 +66,22 @@ def init_distributed(device_kind: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) 
     if device_kind == "cuda":
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **restart_store(rank, world, timeout_s))
     return DistInfo(rank, world, local_rank, backend)
+
+
+def restart_store(rank: int, world: int, timeout_s: float) -> dict:
+    """After a torchrun restart, a store whose keys are this attempt's own: torchrun's agent
+    keeps one store across attempts, and a rank that starts before its peers otherwise reads
+    the dead attempt's addresses (Gloo: "connectFullMesh failed ... Connection refused")."""
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    if not attempt or "MASTER_ADDR" not in os.environ:
+        return {}
+    agent_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=rank == 0 and not agent_store, timeout=datetime.timedelta(seconds=timeout_s))
+    return {"store": dist.PrefixStore(f"vidaccel/attempt{attempt}", store), "rank": rank, "world_size": world}
 
 
 def barrier(info: DistInfo) -> None:

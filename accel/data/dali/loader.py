@@ -108,6 +108,7 @@ class DaliClipLoader:
                                         timeout_s=decode_timeout_s)
         self.recovery = Recovery(max_failures)
         self.skipped: list[tuple[str, str]] = []
+        self.start = 0  # samples of this epoch's order to pass over (set_epoch)
         self._pipe: Any = None  # the running decode pipeline (nvidia.dali.Pipeline), if any
 
     # -- plan ------------------------------------------------------------------------
@@ -120,13 +121,18 @@ class DaliClipLoader:
         """``(path, why)`` of every file the CPU fallback decoded."""
         return self.cpu_fallback.fallbacks
 
-    def set_epoch(self, epoch: int) -> None:
-        """Random strategies, shuffling and augmentation differ per epoch, reproducibly."""
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        """Random strategies, shuffling and augmentation differ per epoch, reproducibly;
+        ``start``: the samples of the epoch's order already trained (a run resumed mid-epoch)."""
         self.plan.set_epoch(epoch)
+        self.start = start
 
     def batches(self) -> list[list[int]]:
-        """This shard's batches of manifest indices for the current epoch."""
-        return self.plan.batches()
+        """This shard's batches of manifest indices for the current epoch (from ``start`` on)."""
+        planned, done = self.plan.batches(), 0
+        while planned and done < self.start:
+            done += len(planned.pop(0))
+        return planned
 
     def __len__(self) -> int:
         return len(self.batches())

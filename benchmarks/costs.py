@@ -42,7 +42,7 @@ from accel.io.index_store import forget_memory
 from accel.io.pyav import shared_rgb
 
 COST_COLUMNS = ["kind", "backend", "layer", "clips", "cpu_ms_per_clip", "wall_ms_per_clip", "vs_floor",
-                "warmup_ms", "index_build_ms"]
+                "warmup_ms", "index_build_ms", "convert_ms"]
 
 
 def tree_cpu_s() -> float:
@@ -225,6 +225,22 @@ def clip_plan(manifest: Manifest, args) -> list[list[int]]:
             for i, item in enumerate(manifest.items)]
 
 
+def convert_ms(path: str, frames: int) -> float:
+    """Milliseconds to convert ``frames`` decoded frames of ``path`` to RGB (PyAV's swscale,
+    the conversion inside every backend's decode), best of 5."""
+    import av
+
+    with av.open(path) as container:
+        decoded = [f for _, f in zip(range(frames), container.decode(video=0))]
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for frame in decoded:
+            frame.to_ndarray(format="rgb24")
+        best = min(best, (time.perf_counter() - t0) * 1e3)
+    return best
+
+
 def index_build_ms(paths: list[str]) -> float:
     """Mean milliseconds to build one file's index on an empty index folder."""
     previous = os.environ.get("VIDACCEL_INDEX_DIR")
@@ -259,7 +275,8 @@ def run_kind(kind: str, paths: list[str], args) -> list[dict]:
             floor_cpu = row["cpu_ms_per_clip"] if layer.name == "floor" else floor_cpu
             rows.append({"kind": kind, "backend": backend, "layer": layer.name, **row,
                          "vs_floor": row["cpu_ms_per_clip"] / floor_cpu if floor_cpu else None,
-                         "index_build_ms": build_ms if layer.name == "floor" else None})
+                         "index_build_ms": build_ms if layer.name == "floor" else None,
+                         "convert_ms": convert_ms(paths[0], args.clip_len) if layer.name == "floor" else None})
     return rows
 
 

@@ -545,7 +545,8 @@ def _main_costs(args) -> int:
              "the layer's CPU time / the floor's, same run. Each layer's first clip (loaders: first "
              "batch) is a warm-up, timed apart as `warmup_ms`; loader rows' CPU counts from the "
              "loader's creation (workers decode ahead), start-up included. `index_build_ms`: the "
-             "one-off demux scan per file on an empty index folder (then served from the index).\n")
+             "one-off demux scan per file on an empty index folder (then served from the index). "
+             "`convert_ms`: converting the clip's frames to RGB (swscale), part of every decode.\n")
     paths = write_results(rows, args.json, command=args.command_line, columns=COST_COLUMNS,
                           title="Where a clip's time goes", notes=notes)
     print(markdown_table(rows, COST_COLUMNS))

@@ -62,6 +62,7 @@ def get_args_parser() -> Parser:
     p.add("--read_timeout_s", type=positive_float, default=2.0, help="no packet this long is a stall")
     p.add("--open_timeout_s", type=positive_float, default=10.0,
           help="how long a stream may take to start sending")
+    p.add("--max_frames", type=positive_int, help="stop each source after this many frames")
     p.add_flag("--save_logits", False, "also write each window's logits to predictions.jsonl")
     p.add_flag("--video_out", False, "write annotated.mp4: the label and latency on every frame")
     p.add("--threads", type=positive_int, help="CPU threads for torch (default: torch's)")
@@ -144,6 +145,8 @@ def run_source(args, source: VideoSource, live: LiveClassifier, out: Path) -> di
             if video is not None:
                 video.write(f.image, last, r is not None and r.dropped)
             bar.update()
+            if args.max_frames and f.index + 1 >= args.max_frames:
+                break
             if last is not None and f.index % 10 == 0:
                 st = latency_summary(results)
                 bar.set_postfix_str(f"{last.smoothed_label} p50 {st.get('latency_p50_ms', 0):.0f} "

@@ -13,7 +13,7 @@
 #     train_amp       fp16 (GradScaler) and bf16 training steps (python -m benchmarks models --mode train)
 #     nccl            torchrun, one GPU, NCCL: train.py --amp fp16 for one epoch
 #     train_stall     data-stall share of training r2plus1d_18 with the CPU decoders on all cores
-#     stream          real-time streaming p50 / p99 at 30 fps
+#     stream          real-time streaming p50 / p99 at 30 fps; predict.py's live latency (25 fps)
 #   dali  (--tier dali) once DALI imports: NVDEC frames vs the CPU backends (H.264, HEVC),
 #                   the DALI GPU tests, the loaders row with DALI, the DALI data stall
 # with NVML + CPU telemetry at 2 Hz over the run (NVDEC included where NVML has it).
@@ -115,7 +115,7 @@ if [ "$TIER" = core ]; then
     "train_amp|25|10|$PY -m benchmarks models --models r2plus1d_18,tsm_resnet18 --variants amp_fp16,amp --mode train --device cuda --warmup 2 --iters 5 --no-plot --json $OUT/train_amp.json"
     "nccl|30|15|fn:step_nccl"
     "train_stall|60|30|fn:step_train_stall_cpu"
-    "stream|45|20|$PY -m benchmarks stream --models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --fps 30 --seconds 6 --device cuda --json $OUT/stream.json"
+    "stream|50|20|$PY -m benchmarks stream --models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --fps 30 --seconds 6 --device cuda --json $OUT/stream.json && $PY scripts/live_latency.py --device cuda --seconds 3 --runs tsm_resnet18:8x64,r2plus1d_18:16x112,cnn_lstm:16x112 --json $OUT/live_latency.json"
   )
 else
   STEPS=(

@@ -176,3 +176,30 @@ def test_bad_input_is_one_line_and_exit_2(case, needle, checkpoint, video, audio
     assert rc == 2, err
     assert needle in err and "Traceback" not in err
     assert err.strip().count("\n") == 0, err
+
+
+def test_ctrl_c_flushes_the_outputs_and_prints_the_summary(checkpoint, tmp_path):
+    import signal
+
+    long_video = tmp_path / "long.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+                    "-t", "30", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_video)], check=True, timeout=60)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(long_video), "--checkpoint",
+                             str(checkpoint), "--out_dir", str(tmp_path / "out"), "--device", "cpu", "--realtime",
+                             "--no_progress", "--threads", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        header = proc.stdout.readline()
+        assert "cnn_lstm from" in header
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((tmp_path / "out" / "long" / "summary.json").read_text())
+    assert summary["ended"] == "interrupted" and 0 < summary["frames"] < 750
+    rows = read_jsonl(tmp_path / "out" / "long" / "predictions.jsonl")
+    assert len(rows) == summary["inferred"] + summary["dropped"] > 0
+    assert (tmp_path / "out" / "long" / "timeline.png").is_file()
+    assert "p99.9 ms" in out and "Traceback" not in err

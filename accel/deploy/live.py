@@ -91,7 +91,8 @@ class RingBuffer:
         if clip_len < 1 or size < 1:
             raise ValueError(f"clip_len and size must be >= 1, got clip_len={clip_len}, size={size}")
         self.clip_len, self.size, self.device = clip_len, size, torch.device(device)
-        self.frame_size = tuple(frame_size) if frame_size is not None else None
+        self.frame_size: tuple[int, int] | None = \
+            (int(frame_size[0]), int(frame_size[1])) if frame_size is not None else None
         self.frames = torch.zeros(clip_len, 3, size, size, device=self.device)
         self.transform = ClipTransform(size, train=False, mean=tuple(mean), std=tuple(std))
         self.count = 0

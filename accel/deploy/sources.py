@@ -191,7 +191,7 @@ class VideoSource:
                     now = time.perf_counter()
                     if self.realtime and not self.live:  # a file rehearsing a live case
                         pts0 = pts if pts0 is None else pts0
-                        offset = (pts - pts0) if pts is not None else self.frames / self.fps
+                        offset = pts - pts0 if pts is not None and pts0 is not None else self.frames / self.fps
                         if (wait := start + offset - now) > 0 and self.stop.wait(wait):
                             return
                         now = time.perf_counter()

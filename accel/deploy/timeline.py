@@ -22,17 +22,17 @@ def plot_timeline(results: Sequence[FrameResult], classes: Sequence[str], path: 
 
     path = Path(path)
     inferred = [r for r in results if not r.dropped and r.probs is not None]
-    colors = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20").colors
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    colors = [cmap(k % cmap.N) for k in range(len(classes))]
     fig, (band, ax) = plt.subplots(2, 1, figsize=(11, 4.2), sharex=True,
                                    gridspec_kw={"height_ratios": [1, 6], "hspace": 0.05})
     if inferred:
         t = [_time_of(r, fps) for r in inferred]
         probs = list(zip(*[r.probs for r in inferred]))
-        ax.stackplot(t, *probs, labels=list(classes), colors=colors[:len(classes)], alpha=0.85,
+        ax.stackplot(t, *probs, labels=list(classes), colors=colors, alpha=0.85,
                      step="post")
         for r, start, end in zip(inferred, t, t[1:] + [t[-1] + 1.0 / fps]):  # smoothed label band
-            band.axvspan(start, end, color=colors[list(classes).index(r.smoothed_label) % len(colors)],
-                         lw=0)
+            band.axvspan(start, end, color=colors[list(classes).index(str(r.smoothed_label))], lw=0)
     for flag, y, color, name in (("dropped", -0.05, "0.35", "dropped"), ("late", -0.11, "red", "late")):
         times = [_time_of(r, fps) for r in results if getattr(r, flag)]
         if times:

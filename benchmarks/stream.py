@@ -2,9 +2,10 @@
 
 A video file is played in real time (``--fps``): a producer thread decodes it sequentially
 with PyAV and releases frame k at ``t0 + k / fps`` (looping the file if it is shorter than
-``--seconds``). Each frame is copied to the device, centre-cropped, resized and normalised
-there once, and written into a ring buffer of the last ``--clip-len`` frames; a frame that
-finds the model idle makes the ring into a clip (1, C, T, H, W) and runs the model.
+``--seconds``). Each frame is copied to the device, resized and normalised there once, as
+evaluation does, into the ring of the last ``--clip-len`` frames
+(``accel.deploy.live.RingBuffer``); a frame that finds the model idle makes the ring into a
+clip (1, C, T, H, W) and runs the model.
 
 Drop policy ("busy-drop"): a frame that arrives while the model is still busy with an
 earlier one is *dropped*: it enters the ring buffer (later clips stay contiguous in time)
@@ -29,11 +30,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from accel.cli import UsageError, resolve_device
-from accel.data.config import IMAGENET_MEAN, IMAGENET_STD
+from accel.deploy.live import RingBuffer, StagingRing  # noqa: F401  (the library's ring, re-exported)
 from accel.deploy.perf import COMPILE_MODES, sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
 from benchmarks.common import markdown_table, set_cudnn_benchmark, write_partial, write_results
@@ -118,87 +118,6 @@ class FrameSource:
         finally:
             self._stop.set()
             self._thread.join()
-
-
-class StagingRing:
-    """Pinned host buffers for the frame uploads, used round robin.
-
-    A ``non_blocking`` copy from pinned memory may still be reading its buffer when the next
-    frame arrives; refilling that buffer then would corrupt the frame in flight. So each
-    copy records an event, and a buffer is refilled only after the event of its previous
-    copy has completed (with ``slots`` buffers that wait is ``slots - 1`` frames old and
-    normally already over).
-    """
-
-    def __init__(self, device: torch.device, *, slots: int = 3, pin: bool = True,
-                 event_factory: Callable[[], Any] | None = None):
-        if slots < 1:
-            raise ValueError(f"slots must be >= 1, got {slots}")
-        self.device, self.pin = device, pin
-        self.buffers: list[torch.Tensor | None] = [None] * slots
-        self.events: list[Any] = [None] * slots
-        self._event = event_factory or torch.cuda.Event
-        self._next = 0
-
-    def upload(self, frame: np.ndarray) -> torch.Tensor:
-        """``frame`` on the device (uint8), copied asynchronously from a free pinned buffer."""
-        t = torch.from_numpy(frame)
-        k, self._next = self._next, (self._next + 1) % len(self.buffers)
-        if self.events[k] is not None:
-            self.events[k].synchronize()  # its last copy has finished reading the buffer
-        buf = self.buffers[k]
-        if buf is None or buf.shape != t.shape:
-            buf = self.buffers[k] = torch.empty(t.shape, dtype=torch.uint8, pin_memory=self.pin)
-        buf.copy_(t)
-        out = buf.to(self.device, non_blocking=True)
-        self.events[k] = self._event()
-        self.events[k].record()  # on the current stream, behind the copy
-        return out
-
-
-class RingBuffer:
-    """The last ``clip_len`` preprocessed frames on the device; ``clip()`` in time order.
-
-    ``staging``: how frames reach the device; default a :class:`StagingRing` on CUDA, and
-    none on the CPU (the frame is used where it is).
-    """
-
-    def __init__(self, clip_len: int, size: int, device: torch.device, *,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 staging: StagingRing | None = None):
-        self.clip_len, self.size, self.device = clip_len, size, device
-        self.frames = torch.zeros(clip_len, 3, size, size, device=device)
-        self.mean = torch.tensor(mean, device=device).view(3, 1, 1)
-        self.std = torch.tensor(std, device=device).view(3, 1, 1)
-        self.count = 0
-        self.staging = staging if staging is not None else \
-            StagingRing(device) if device.type == "cuda" else None
-
-    def _to_device(self, frame: np.ndarray) -> torch.Tensor:
-        if self.staging is None:
-            return torch.from_numpy(frame)
-        return self.staging.upload(frame)
-
-    def push(self, frame: np.ndarray) -> None:
-        """uint8 (H, W, 3) -> device, centre square crop, resize, float, normalise."""
-        x = self._to_device(frame)  # uint8 until it is on the device
-        h, w = x.shape[:2]
-        s = min(h, w)
-        top, left = (h - s) // 2, (w - s) // 2
-        x = x[top:top + s, left:left + s].permute(2, 0, 1).unsqueeze(0).float().div_(255)
-        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        self.frames[self.count % self.clip_len] = (x[0] - self.mean) / self.std
-        self.count += 1
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.clip_len
-
-    def clip(self) -> torch.Tensor:
-        """(1, C, T, H, W), oldest frame first, channels_last_3d (the batch contract)."""
-        order = [(self.count + i) % self.clip_len for i in range(self.clip_len)]
-        clip = self.frames[order]  # (T, C, H, W), a gathered copy
-        return clip.permute(1, 0, 2, 3).unsqueeze(0).contiguous(memory_format=torch.channels_last_3d)
 
 
 def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, ring: RingBuffer,

@@ -16,7 +16,10 @@ from . import frame_models, tsm, video3d, vivit  # noqa: E402,F401
 from .base import PretrainedUnavailable, VideoClassifier, frames_view, param_groups
 from .registry import (
     MODEL_ALIASES,
+    FrameSplit,
     create_model,
+    frame_split,
+    has_frame_split,
     is_model,
     list_models,
     load_weights,
@@ -38,4 +41,7 @@ __all__ = [
     "frames_view",
     "VideoClassifier",
     "PretrainedUnavailable",
+    "FrameSplit",
+    "frame_split",
+    "has_frame_split",
 ]

@@ -90,7 +90,16 @@ class CNNLSTM(VideoClassifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[0], x.shape[2]
-        feats = self.backbone(frames_view(x)).reshape(b, t, -1)  # (B, T, F)
+        return self.head_from_features(self.encode_frames(frames_view(x)).reshape(b, t, -1))
+
+    # The encoder / head split for live inference (``models.frame_split``): a window that
+    # slides by one frame needs the trunk for the new frame only.
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) frames -> (N, F) per-frame features."""
+        return self.backbone(frames)
+
+    def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) features of a window -> (B, num_classes) logits."""
         return self.head(self._temporal(feats))
 
     # The LSTM is kept out of torch.compile: dynamo graph-breaks on nn.LSTM anyway
@@ -133,8 +142,15 @@ class TSN(VideoClassifier):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[0], x.shape[2]
-        logits = self.head(self.backbone(frames_view(x)))  # (B*T, K)
-        return logits.reshape(b, t, -1).mean(dim=1)
+        return self.head_from_features(self.encode_frames(frames_view(x)).reshape(b, t, -1))
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) frames -> (N, K) per-frame logits (the consensus is the head)."""
+        return self.head(self.backbone(frames))
+
+    def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) per-frame logits of a window -> their average."""
+        return feats.mean(dim=1)
 
 
 def _imagenet(clip_len: int, size: int) -> DataConfig:
@@ -142,7 +158,7 @@ def _imagenet(clip_len: int, size: int) -> DataConfig:
     return DataConfig(clip_len=clip_len, size=size, weights="imagenet")
 
 
-@register_model(data_config=_imagenet(32, 224))
+@register_model(data_config=_imagenet(32, 224), frame_split=True)
 def resnet50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Laryngoscopy screening (seed 000): ImageNet ResNet-50 frame features, LSTM, 32-frame clips.
 
@@ -153,7 +169,7 @@ def resnet50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CN
     return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet50_lstm", **kw)
 
 
-@register_model(data_config=_imagenet(20, 112))
+@register_model(data_config=_imagenet(20, 112), frame_split=True)
 def resnext50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Deepfake detection (seed 002): ResNeXt-50 32x4d, LSTM 2048, averaged LSTM output, dropout 0.4.
 
@@ -164,7 +180,7 @@ def resnext50_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> C
     return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnext50_lstm", **kw)
 
 
-@register_model(data_config=_imagenet(30, 224))
+@register_model(data_config=_imagenet(30, 224), frame_split=True)
 def resnet18_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Seed 003: frozen ResNet-18, 2-layer LSTM hidden 128, mean over 30 frames, FC 64 + ReLU + dropout."""
     kw = dict(arch="resnet18", hidden_size=128, num_layers=2, pool="mean", head_hidden=64,
@@ -173,7 +189,7 @@ def resnet18_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CN
     return CNNLSTM(num_classes, pretrained=pretrained, model_name="resnet18_lstm", **kw)
 
 
-@register_model(data_config=_imagenet(16, 112))
+@register_model(data_config=_imagenet(16, 112), frame_split=True)
 def cnn_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM:
     """Laparoscopic actions (seed 001): ResNet-18 encoder, LSTM 512, temporal mean, linear head.
 
@@ -184,7 +200,7 @@ def cnn_lstm(*, num_classes: int, pretrained: bool = False, **kwargs) -> CNNLSTM
     return CNNLSTM(num_classes, pretrained=pretrained, model_name="cnn_lstm", **kw)
 
 
-@register_model(data_config=_imagenet(16, 112))
+@register_model(data_config=_imagenet(16, 112), frame_split=True)
 def tsn_resnet18(*, num_classes: int, pretrained: bool = False, **kwargs) -> TSN:
     """Per-frame ResNet-18, logits averaged over time: the order-blind baseline."""
     return TSN(num_classes, pretrained=pretrained, **kwargs)

@@ -10,6 +10,7 @@ pretrained configs do. ``resolve_data_config(model_or_name)`` returns it.
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -18,10 +19,12 @@ from torch import nn
 from accel.data.config import DataConfig
 
 __all__ = ["register_model", "create_model", "list_models", "is_model", "load_weights",
-           "resolve_model_name", "resolve_data_config", "MODEL_ALIASES"]
+           "resolve_model_name", "resolve_data_config", "MODEL_ALIASES", "FrameSplit", "frame_split",
+           "has_frame_split"]
 
 _model_entrypoints: dict[str, Callable[..., nn.Module]] = {}
 _model_configs: dict[str, DataConfig] = {}
+_frame_split_models: set[str] = set()
 
 # The seed projects' own names for the registered models (matched case-insensitively,
 # dashes as underscores), so their configs and commands keep working.
@@ -36,11 +39,16 @@ MODEL_ALIASES = {
 }
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, data_config: DataConfig | None = None):
+def register_model(fn: Callable[..., nn.Module] | None = None, *, data_config: DataConfig | None = None,
+                   frame_split: bool = False):
     """Register a factory ``fn(*, num_classes, pretrained=False, **kwargs)`` under ``fn.__name__``.
 
     ``@register_model(data_config=DataConfig(...))`` records the input the model expects;
     plain ``@register_model`` records the default ``DataConfig()`` (ImageNet, 16x112).
+    ``frame_split=True`` declares that the model's frames meet only after its frame encoder:
+    it owns ``encode_frames((N, C, H, W)) -> (N, F)`` and ``head_from_features((B, T, F)) ->
+    logits``, and ``forward`` is exactly their composition (live inference keeps a ring of
+    features and runs the encoder once per new frame; see :func:`frame_split`).
     """
     def register(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         name = fn.__name__
@@ -53,6 +61,8 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, data_config: D
             raise TypeError(f"data_config of {name!r} must be a DataConfig, got {type(data_config).__name__}")
         _model_entrypoints[name] = fn
         _model_configs[name] = data_config if data_config is not None else DataConfig()
+        if frame_split:
+            _frame_split_models.add(name)
         return fn
 
     return register(fn) if fn is not None else register
@@ -111,6 +121,40 @@ def is_model(name: str) -> bool:
     return True
 
 
+def has_frame_split(name: str) -> bool:
+    """Whether the registered model ``name`` (or alias) declares an encoder / head split."""
+    return resolve_model_name(name) in _frame_split_models
+
+
+@dataclass(frozen=True)
+class FrameSplit:
+    """A frame model cut between its per-frame encoder and its temporal head:
+    ``head(stack of encode(frame) over the window) == model(window)``."""
+
+    encode: Callable[[torch.Tensor], torch.Tensor]   # (N, C, H, W) -> (N, F)
+    head: Callable[[torch.Tensor], torch.Tensor]     # (B, T, F) -> (B, num_classes)
+
+
+def frame_split(model: nn.Module) -> FrameSplit | None:
+    """The encoder / head split of a model built by ``create_model`` whose registration
+    declares one (``frame_split=True``), else None (the model mixes frames inside: TSM,
+    3-D convolutions, attention). Forward hooks (``binary_logit``'s two-class view) run on
+    the head's output, as they do on ``forward``'s."""
+    m = getattr(model, "_orig_mod", model)
+    if getattr(m, "registry_name", None) not in _frame_split_models:
+        return None
+    hooks = list(m._forward_hooks.values())
+
+    def head(feats: torch.Tensor) -> torch.Tensor:
+        out = m.head_from_features(feats)
+        for hook in hooks:
+            result = hook(m, (feats,), out)
+            out = out if result is None else result
+        return out
+
+    return FrameSplit(encode=m.encode_frames, head=head)
+
+
 def _two_class_view(module: nn.Module, inputs, logit: torch.Tensor) -> torch.Tensor:
     """(B, 1) logit z -> (B, 2) logits [0, z]: softmax of them is (1 - sigmoid z, sigmoid z),
     so metrics, argmax and exports see an ordinary two-class model."""
@@ -151,6 +195,7 @@ def create_model(
     # num_frames / image_size).
     if "data_config" not in vars(model):
         model.data_config = _model_configs[name]
+    model.registry_name = name  # what frame_split() looks up
     if binary_logit:
         model.register_forward_hook(_two_class_view)
     if checkpoint_path is not None:

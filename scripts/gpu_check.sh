@@ -13,7 +13,7 @@
 #     train_amp       fp16 (GradScaler) and bf16 training steps (python -m benchmarks models --mode train)
 #     nccl            torchrun, one GPU, NCCL process group + DDP: train.py --amp fp16 for one epoch
 #     train_stall     data-stall share of training r2plus1d_18 with the CPU decoders on all cores
-#     stream          real-time streaming p50 / p99 at 30 fps
+#     stream          real-time streaming p50 / p99 at 30 fps; predict.py's live latency (25 fps)
 #   dali  (--tier dali) once DALI imports and NVDEC decodes: NVDEC frames vs the CPU backends
 #                   (H.264, HEVC), the DALI GPU tests, the loaders row with DALI, the DALI data stall
 # with NVML + CPU telemetry at 2 Hz over the run (NVDEC included where NVML has it).
@@ -121,6 +121,8 @@ if [ "$REHEARSE" = 0 ]; then
   NCCL="--amp fp16 --model tsm_resnet18 --clip_len 8 --size 64 --batch_size 8 --num_workers 4"
   STALL="--model r2plus1d_18 --workers $NPROC --batch-size 8 --clip-len 16 --frame-size 128 --size 112 --amp bf16 --channels-last --steps 20 --warmup-steps 3"
   STREAM="--models r2plus1d_18,tsm_resnet18 --variants eager,amp_fp16,cuda_graphs --seconds 3"
+  # predict.py's live path at 25 fps (busy-drop), after the stream benchmark in the same step
+  LIVE=" && $PY scripts/live_latency.py --device cuda --seconds 3 --runs tsm_resnet18:8x64,r2plus1d_18:16x112,cnn_lstm:16x112 --json $WORK/live_latency.json"
 else
   DEV=cpu CACHE=${GPU_CHECK_CACHE:-runs/bench_data_rehearsal}
   DATA_SPEC="videos=2, seconds=1, width=64, height=48" DATA720="$CACHE/h264_bbb_64x48_1s_gop25"
@@ -133,6 +135,7 @@ else
   NCCL="--model tsn_resnet18 --clip_len 4 --size 32 --batch_size 4 --num_workers 0"
   STALL="--model tsn_resnet18 --workers 1 --batch-size 2 --clip-len 4 --frame-size 36 --size 32 --threads 1 --steps 2 --warmup-steps 1"
   STREAM="--models tsn_resnet18 --variants eager,channels_last --seconds 1 --clip-len 4 --size 32 --threads 1"
+  LIVE=""  # the live-latency script is tested on CPU by the suite itself
 fi
 SYNTH="$CACHE/synth_temporal"
 export PY WORK CACHE NPROC DATA720 SYNTH EXPORTS DEV NCCL STALL
@@ -158,7 +161,7 @@ if [ "$TIER" = core ]; then
     "train_amp|25|10|$PY -m benchmarks models $AMP --mode train --device $DEV --no-plot --json $WORK/train_amp.json"
     "nccl|30|15|fn:step_nccl"
     "train_stall|50|25|fn:step_train_stall_cpu"
-    "stream|40|20|$PY -m benchmarks stream $STREAM --fps 30 --device $DEV --json $WORK/stream.json"
+    "stream|40|20|$PY -m benchmarks stream $STREAM --fps 30 --device $DEV --json $WORK/stream.json$LIVE"
   )
 else
   STEPS=(

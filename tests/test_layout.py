@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [*sorted((ROOT / "accel").rglob("*.py")), *sorted((ROOT / "models").rglob("*.py")),
-           *sorted((ROOT / "benchmarks").rglob("*.py")), ROOT / "train.py", ROOT / "evaluate.py",
+           *sorted((ROOT / "benchmarks").rglob("*.py")), ROOT / "train.py", ROOT / "evaluate.py", ROOT / "predict.py",
            ROOT / "test.py"]
 MAX_FUNCTION_LINES = 80
 

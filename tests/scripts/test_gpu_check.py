@@ -72,9 +72,6 @@ def test_dali_tier_plan(tmp_path):
 
 @pytest.mark.parametrize("tier", ["core", "dali", "rehearse"])
 def test_every_planned_command_parses_and_writes_under_the_work_folder(tmp_path, tier):
-    from benchmarks.models import parse_variant
-    from models import list_models
-
     steps = plan(tmp_path, *(["--rehearse-cpu"] if tier == "rehearse" else ["--tier", tier]))
     out = steps.pop("_work")[1]
     if tier == "rehearse":
@@ -84,24 +81,37 @@ def test_every_planned_command_parses_and_writes_under_the_work_folder(tmp_path,
             body = helper_body(cmd[3:])
             assert body.strip(), cmd
             continue
-        argv = shlex.split(cmd)
-        if argv[1:3] == ["-m", "pytest"]:
-            assert argv[3:5] == ["-m", "gpu"] and any(a.startswith(f"--junitxml={out}") for a in argv)
-        elif argv[1:3] == ["-m", "benchmarks"]:
-            module = importlib.import_module(f"benchmarks.{argv[3]}")
-            args = module.build_parser(f"python -m benchmarks {argv[3]}").parse_args(argv[4:])
-            assert str(args.json).startswith(str(out)), name
-            if getattr(args, "export_dir", None) is not None:  # exports stay outside --out
-                assert not str(args.export_dir).startswith(str(out))
-            assert getattr(args, "device", "cuda") == ("cpu" if tier == "rehearse" else "cuda"), name
-            if argv[3] in ("models", "stream"):
-                names = args.models if isinstance(args.models, list) else args.models.split(",")
-                assert names == ["all"] or set(names) <= set(list_models())
-                variants = args.variants if isinstance(args.variants, list) else args.variants.split(",")
-                for v in variants:
-                    parse_variant(v)
-        else:
-            assert argv[1] == "-c" and "make_benchmark_data" in argv[2], name
+        for part in cmd.split(" && "):  # a step may chain commands (stream: the benchmark, then predict.py's)
+            check_planned_command(part, name, out, "cpu" if tier == "rehearse" else "cuda")
+
+
+def check_planned_command(cmd: str, name: str, out, device: str) -> None:
+    from benchmarks.models import parse_variant
+    from models import list_models
+
+    argv = shlex.split(cmd)
+    if argv[1:3] == ["-m", "pytest"]:
+        assert argv[3:5] == ["-m", "gpu"] and any(a.startswith(f"--junitxml={out}") for a in argv)
+    elif argv[1:3] == ["-m", "benchmarks"]:
+        module = importlib.import_module(f"benchmarks.{argv[3]}")
+        args = module.build_parser(f"python -m benchmarks {argv[3]}").parse_args(argv[4:])
+        assert str(args.json).startswith(str(out)), name
+        if getattr(args, "export_dir", None) is not None:  # exports stay outside --out
+            assert not str(args.export_dir).startswith(str(out))
+        assert getattr(args, "device", device) == device, name
+        if argv[3] in ("models", "stream"):
+            names = args.models if isinstance(args.models, list) else args.models.split(",")
+            assert names == ["all"] or set(names) <= set(list_models())
+            variants = args.variants if isinstance(args.variants, list) else args.variants.split(",")
+            for v in variants:
+                parse_variant(v)
+    elif argv[1] == "scripts/live_latency.py":
+        assert argv[argv.index("--device") + 1] == device
+        assert argv[argv.index("--json") + 1].startswith(str(out)), name
+        runs = argv[argv.index("--runs") + 1].split(",")
+        assert {r.split(":")[0] for r in runs} <= set(list_models())
+    else:
+        assert argv[1] == "-c" and "make_benchmark_data" in argv[2], name
 
 
 def script_values(name: str) -> list[str]:

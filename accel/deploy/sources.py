@@ -1,0 +1,251 @@
+"""Frame sources for live inference, read sequentially with PyAV (every frame, in order).
+
+A SOURCE is a video file, a folder (its videos, sorted) or a glob; a network stream FFmpeg
+opens (``udp://``, ``rtp://``, ``rtsp://``, ``srt://``, ``http(s)://`` HLS, ``tcp://``,
+``rtmp://``); a V4L2 device (``/dev/video0``); or ``-``, an MPEG-TS on standard input.
+
+Live sources (network, device, stdin) are decoded by a reader thread that stamps each
+frame's arrival as it is decoded, so a busy consumer sees how old a frame is. A stalled
+network stream (no packet for ``read_timeout_s``) is reopened with exponential backoff until
+``reconnect_s`` have passed without a frame; then ``stall_message`` says so and the source
+ends. ``realtime=True`` paces a file at its own timestamps on the same thread. Corrupt
+packets are skipped and counted. A source that cannot be opened raises
+:class:`SourceError` with one line naming it and saying why.
+"""
+from __future__ import annotations
+
+import glob
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["SourceError", "SourceFrame", "VideoSource", "expand_sources", "source_kind", "LIVE_SCHEMES",
+           "VIDEO_SUFFIXES"]
+
+LIVE_SCHEMES = ("udp", "rtp", "rtsp", "srt", "http", "https", "tcp", "rtmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read at all (one line: the source and why)."""
+
+
+@dataclass
+class SourceFrame:
+    index: int
+    pts_s: float | None
+    arrival_s: float  # time.perf_counter() when it was decoded (live) or released (realtime)
+    image: np.ndarray  # RGB uint8 (H, W, 3)
+
+
+def source_kind(spec: str) -> str:
+    """``"stdin"``, ``"url"``, ``"device"`` or ``"file"``."""
+    if spec == "-":
+        return "stdin"
+    if "://" in spec and spec.split("://", 1)[0].lower() in LIVE_SCHEMES:
+        return "url"
+    if spec.startswith("/dev/video"):
+        return "device"
+    return "file"
+
+
+def expand_sources(spec: str) -> list[str]:
+    """A folder's videos (sorted, recursive), a glob's matches, or the source itself."""
+    if source_kind(spec) != "file":
+        return [spec]
+    path = Path(spec)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES)
+        if not found:
+            raise SourceError(f"{spec}: folder holds no videos ({', '.join(VIDEO_SUFFIXES)})")
+        return found
+    if any(c in spec for c in "*?["):
+        found = sorted(glob.glob(spec, recursive=True))
+        if not found:
+            raise SourceError(f"{spec}: the pattern matches no file")
+        return found
+    if not path.is_file():
+        raise SourceError(f"{spec}: no such file, folder or stream")
+    return [spec]
+
+
+def _first_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+class VideoSource:
+    """Iterate a source's frames as :class:`SourceFrame`; see the module's docstring.
+
+    After iteration: ``corrupt`` (packets skipped), ``reconnects``, ``stall_message`` (None
+    unless the source stalled for good), ``frames`` (how many were read).
+    """
+
+    def __init__(self, spec: str, *, realtime: bool = False, reconnect_s: float = 10.0,
+                 read_timeout_s: float = 2.0, open_timeout_s: float = 10.0):
+        if reconnect_s < 0 or read_timeout_s <= 0 or open_timeout_s <= 0:
+            raise ValueError(f"reconnect_s must be >= 0 and the timeouts > 0, got {reconnect_s}, "
+                             f"{read_timeout_s}, {open_timeout_s}")
+        self.spec, self.kind = spec, source_kind(spec)
+        self.live = self.kind != "file"
+        self.realtime = realtime or self.live
+        self.reconnect_s, self.read_timeout_s, self.open_timeout_s = reconnect_s, read_timeout_s, open_timeout_s
+        self.corrupt = self.reconnects = self.frames = 0
+        self.stall_message: str | None = None
+        self.container: Any = None
+        self.stop = threading.Event()
+        self.container = self.open()
+        stream = self.container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate
+        self.fps = float(rate) if rate else 25.0
+        self.width, self.height = stream.codec_context.width, stream.codec_context.height
+
+    # ------------------------------------------------------------------ opening
+    def open(self):
+        """The opened container; a network stream is retried until ``open_timeout_s`` (a
+        live sender may start after the receiver)."""
+        deadline = time.perf_counter() + self.open_timeout_s
+        while True:
+            try:
+                return self._open_once()
+            except SourceError:
+                if self.kind != "url" or time.perf_counter() >= deadline or self.stop.is_set():
+                    raise
+                self.stop.wait(0.1)
+
+    def _open_once(self):
+        import av
+
+        if self.kind == "device" and not Path(self.spec).exists():
+            raise SourceError(f"{self.spec}: no such V4L2 device")
+        try:
+            if self.kind == "stdin":
+                container = av.open(sys.stdin.buffer, mode="r", format="mpegts")
+            elif self.kind == "device":
+                container = av.open(self.spec, format="v4l2")
+            elif self.kind == "url":
+                us = str(int(self.read_timeout_s * 1e6))  # FFmpeg's protocol timeouts are in µs
+                container = av.open(self.spec, options={"timeout": us, "rw_timeout": us},
+                                    timeout=(self.open_timeout_s, self.read_timeout_s))
+            else:
+                container = av.open(self.spec)
+        except Exception as e:  # PyAV raises FFmpegError subclasses and OSError
+            raise SourceError(f"{self.spec}: cannot open ({_first_line(e)})") from None
+        if not container.streams.video:
+            container.close()
+            raise SourceError(f"{self.spec}: has no video stream (audio only?)")
+        container.streams.video[0].thread_type = "AUTO"
+        return container
+
+    # ------------------------------------------------------------------ decoding
+    def _decoded(self) -> Iterator[tuple[float | None, np.ndarray]]:
+        """(pts in s, RGB frame) until the container ends; corrupt packets skipped, counted.
+        A demuxer error (a stall's timeout, a dropped connection) propagates."""
+        import av
+
+        stream = self.container.streams.video[0]
+        for packet in self.container.demux(stream):
+            if packet.is_corrupt:
+                self.corrupt += 1
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                self.corrupt += 1
+                continue
+            for frame in frames:
+                yield frame.time, frame.to_ndarray(format="rgb24")
+
+    def _reopen(self, last_frame_at: float) -> bool:
+        """Reopen a stalled network source with backoff; False once ``reconnect_s`` have
+        passed since the last frame."""
+        delay = 0.25
+        while not self.stop.is_set():
+            waited = time.perf_counter() - last_frame_at
+            if self.kind != "url" or waited >= self.reconnect_s:
+                self.stall_message = (f"{self.spec}: stalled, no frame for {waited:.1f} s "
+                                      f"({self.reconnects} reconnects); stopping")
+                return False
+            self.stop.wait(min(delay, max(0.0, self.reconnect_s - waited)))
+            delay = min(delay * 2, 4.0)
+            try:
+                self.container.close()
+                self.container = self._open_once()
+                self.reconnects += 1
+                return True
+            except SourceError:
+                continue
+        return False
+
+    def _read_all(self) -> Iterator[tuple[float, float | None, np.ndarray]]:
+        """(arrival, pts, frame) across stalls and reconnects; paced when ``realtime``."""
+        last = start = time.perf_counter()
+        pts0: float | None = None
+        while not self.stop.is_set():
+            try:
+                for pts, image in self._decoded():
+                    now = time.perf_counter()
+                    if self.realtime and not self.live:  # a file rehearsing a live case
+                        pts0 = pts if pts0 is None else pts0
+                        offset = pts - pts0 if pts is not None and pts0 is not None else self.frames / self.fps
+                        if (wait := start + offset - now) > 0 and self.stop.wait(wait):
+                            return
+                        now = time.perf_counter()
+                    last = now
+                    self.frames += 1
+                    yield now, pts, image
+                    if self.stop.is_set():
+                        return
+                if self.kind != "url":
+                    return  # a file or stdin ended
+            except Exception as e:  # a demuxer error: a file's is the end, a stream's a stall
+                if self.kind != "url":
+                    self.stall_message = f"{self.spec}: read error after {self.frames} frames ({_first_line(e)})"
+                    return
+            if not self._reopen(last):
+                return
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        if not self.realtime:  # offline: decoded on demand, the arrival is when it was asked for
+            for k, (arrival, pts, image) in enumerate(self._read_all()):
+                yield SourceFrame(k, pts, arrival, image)
+            return
+        yield from self._threaded()
+
+    def _threaded(self) -> Iterator[SourceFrame]:
+        """Read on a thread so frames keep arriving (and are stamped) while the consumer works."""
+        q: queue.Queue = queue.Queue()
+
+        def run() -> None:
+            try:
+                for item in self._read_all():
+                    q.put(item)
+            except BaseException as e:  # surface it in the consumer, not as a silent hang
+                q.put(e)
+            finally:
+                q.put(None)
+
+        thread = threading.Thread(target=run, name="video-source", daemon=True)
+        thread.start()
+        try:
+            k = 0
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise SourceError(f"{self.spec}: {_first_line(item)}") from None
+                yield SourceFrame(k, item[1], item[0], item[2])
+                k += 1
+        finally:
+            self.stop.set()
+            thread.join(timeout=self.read_timeout_s + 1)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:
+                pass

@@ -1,0 +1,137 @@
+"""accel.deploy.live: incremental window logits equal the full-clip forward for every frame
+model, the ring pre-processes as evaluation does, and the drop policies do what they say."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from accel.data.transforms import ClipTransform
+from accel.deploy.live import LiveClassifier, RingBuffer, latency_summary
+from models import create_model, frame_split, has_frame_split, list_models
+
+FRAME_MODELS = ["cnn_lstm", "resnet18_lstm", "resnet50_lstm", "resnext50_lstm", "tsn_resnet18"]
+CLASSES = ["a", "b", "c"]
+
+
+def frames(n: int, h: int = 40, w: int = 48, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_the_registry_declares_the_split_for_the_frame_models_only():
+    assert [n for n in list_models() if has_frame_split(n)] == sorted(FRAME_MODELS)
+    assert frame_split(create_model("tsm_resnet18", num_classes=3)) is None
+
+
+@pytest.mark.parametrize("name", FRAME_MODELS)
+def test_incremental_window_logits_equal_the_full_clip_forward(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3).eval()
+    split = frame_split(model)
+    assert split is not None
+    clip_len, size = 4, 32
+    live = LiveClassifier(None, classes=CLASSES, clip_len=clip_len, size=size, encode=split.encode,
+                          head=split.head, policy="block", keep_logits=True)
+    ring = RingBuffer(clip_len, size, torch.device("cpu"))
+    worst, n = 0.0, 0
+    for k, f in enumerate(frames(9)):
+        r = live.submit(f, index=k)
+        ring.push(f)
+        if r is None:
+            assert k < clip_len - 1
+            continue
+        with torch.inference_mode():
+            full = model(ring.clip())[0]
+        worst = max(worst, (torch.tensor(r.logits) - full).abs().max().item())
+        n += 1
+    assert n == 6 and live.path == "incremental"
+    assert worst <= 1e-5, worst
+    assert live.features.encoded == 9   # one encoder call per new frame, none recomputed
+
+
+def test_binary_logit_hook_runs_on_the_incremental_head():
+    torch.manual_seed(0)
+    model = create_model("resnet18_lstm", num_classes=2, binary_logit=True).eval()
+    split = frame_split(model)
+    x = torch.randn(1, 3, 3, 32, 32)
+    with torch.inference_mode():
+        feats = split.encode(x[0].permute(1, 0, 2, 3)).unsqueeze(0)
+        assert torch.allclose(split.head(feats), model(x), atol=1e-6)
+        assert split.head(feats).shape == (1, 2)
+
+
+def test_ring_preprocesses_like_evaluation():
+    f = frames(4, 36, 60)
+    ring = RingBuffer(4, 24, torch.device("cpu"), mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    for x in f:
+        ring.push(x)
+    batch = torch.from_numpy(np.stack(f)).permute(3, 0, 1, 2)[None]  # (1, C, T, H, W) uint8
+    ref = ClipTransform(24, train=False, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))(batch)
+    assert (ring.clip() - ref).abs().max().item() <= 1e-6
+
+
+def slow_model(seconds: float):
+    def run(clip: torch.Tensor) -> torch.Tensor:
+        time.sleep(seconds)
+        return clip.mean(dim=(2, 3, 4))
+    return run
+
+
+def play(live: LiveClassifier, n: int, fps: float) -> list:
+    """Frames submitted on a real-time schedule (arrival = due time), as a live source does."""
+    t0, out = time.perf_counter(), []
+    for k, f in enumerate(frames(n, 16, 16)):
+        due = t0 + k / fps
+        if (wait := due - time.perf_counter()) > 0:
+            time.sleep(wait)
+        r = live.submit(f, index=k, pts_s=k / fps, arrival_s=due)
+        if r is not None:
+            out.append(r)
+    return out
+
+
+def test_busy_drop_drops_what_arrives_while_busy_and_block_drops_nothing():
+    kw = dict(classes=CLASSES, clip_len=2, size=8)
+    busy = play(LiveClassifier(slow_model(0.1), **kw), 26, 25.0)       # 100 ms model, 40 ms frames
+    s = latency_summary(busy)
+    assert s["inferred"] + s["dropped"] == 25 and 0.5 < s["dropped"] / 25 < 0.8
+    assert s["latency_p50_ms"] >= 100
+    block = play(LiveClassifier(slow_model(0.02), policy="block", deadline_ms=15, **kw), 11, 100.0)
+    assert len(block) == 10 and not any(r.dropped for r in block)
+    assert all(r.late for r in block)                                     # 20 ms > 15 ms deadline
+    assert [r.pts_s for r in block] == pytest.approx([k / 100 for k in range(1, 11)])
+
+
+def test_deadline_policy_drops_stale_frames():
+    live = LiveClassifier(slow_model(0.0), classes=CLASSES, clip_len=1, size=8, policy="deadline",
+                          deadline_ms=30)
+    old = time.perf_counter() - 1.0
+    assert live.submit(frames(1)[0], index=0, arrival_s=old).dropped
+    fresh = live.submit(frames(1)[0], index=1)
+    assert not fresh.dropped and fresh.latency_ms < 30 and not fresh.late
+
+
+def test_results_carry_topk_and_a_smoothed_label():
+    def fixed(clip):  # class 0 for the first windows, then class 2
+        fixed.n += 1
+        return torch.tensor([[5.0, 0.0, 0.0]]) if fixed.n <= 3 else torch.tensor([[0.0, 0.0, 5.0]])
+    fixed.n = 0
+    live = LiveClassifier(fixed, classes=CLASSES, clip_len=1, size=8, policy="block", smooth=5, top_k=2)
+    out = [live.submit(f, index=k) for k, f in enumerate(frames(5))]
+    assert out[3].label == "c" and out[3].smoothed_label == "a"           # 3 of 4 windows said a
+    assert [c for c, _ in out[4].topk] == ["c", "a"] and out[4].prob == pytest.approx(out[4].topk[0][1])
+    assert latency_summary(out)["frames_per_class"] == {"a": 3, "c": 2}
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(policy="fifo"), "policy must be one of busy-drop, block, deadline, got 'fifo'"),
+    (dict(policy="deadline"), "policy 'deadline' needs deadline_ms"),
+    (dict(every=0), "must be >= 1"),
+    (dict(encode=lambda x: x), "give both encode and head"),
+])
+def test_bad_options_fail_early(kw, needle):
+    with pytest.raises(ValueError, match=needle.replace("(", r"\(")):
+        LiveClassifier(slow_model(0), classes=CLASSES, clip_len=2, size=8, **kw)

@@ -1,0 +1,205 @@
+"""predict.py: block-mode logits equal evaluation's for the same windows; a live H.264 MPEG-TS
+over UDP on 127.0.0.1 (the sender killed mid-stream); an MPEG-TS on stdin; bad inputs."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CLASSES = ["left", "still", "right"]
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
+
+
+def predict(*args, timeout: float = 240, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "predict.py"), *map(str, args), "--no_progress",
+                           "--threads", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A cnn_lstm checkpoint as train.py writes one (model, name, classes, eval settings), 4x32."""
+    from accel.train.evaluation import EvalSettings
+    from models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn_lstm", num_classes=len(CLASSES))
+    path = tmp_path_factory.mktemp("ckpt") / "best.pt"
+    torch.save({"model": model.state_dict(), "model_name": "cnn_lstm", "classes": CLASSES, "epoch": 0,
+                "model_kwargs": {}, "eval": dataclasses.asdict(EvalSettings(clip_len=4, size=32))}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory) -> Path:
+    from accel.synth import write_index_video
+
+    return write_index_video(tmp_path_factory.mktemp("video") / "case.mp4", 24, width=48, height=40)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def evaluation_window_logits(checkpoint: Path, video: Path) -> np.ndarray:
+    """evaluate.py's logits for every 4-frame window at stride 1 (its video-level path)."""
+    from accel.data.manifests import Manifest, VideoItem
+    from accel.train.checkpoint import read_checkpoint
+    from accel.train.evaluation import EvalSettings, evaluate_videos
+    from models.checkpoint import model_from_checkpoint
+
+    model = model_from_checkpoint(read_checkpoint(checkpoint))
+    s = EvalSettings(clip_len=4, size=32, num_workers=0, batch_size=8, video_stride=1, window_stride=1,
+                     max_windows=None)
+    preds = evaluate_videos(model, Manifest([VideoItem(str(video), 0)], CLASSES), s, torch.device("cpu"))
+    return preds.logits
+
+
+def test_block_mode_logits_equal_evaluation_and_outputs_are_written(checkpoint, video, tmp_path):
+    r = predict(video, "--checkpoint", checkpoint, "--out_dir", tmp_path, "--device", "cpu", "--save_logits",
+                "--deadline_ms", "100000")
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "case"
+    rows = read_jsonl(out / "predictions.jsonl")
+    assert [row["index"] for row in rows] == list(range(3, 24))    # every frame once the ring is full
+    assert [row["pts_s"] for row in rows] == pytest.approx([k / 25 for k in range(3, 24)])
+    ours = np.array([row["logits"] for row in rows])
+    ref = evaluation_window_logits(checkpoint, video)
+    assert ref.shape == ours.shape == (21, 3)
+    assert np.abs(ours - ref).max() <= 1e-5
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["path"] == "incremental" and summary["policy"] == "block" and summary["ended"] == "end"
+    assert summary["inferred"] == 21 and summary["dropped"] == 0 and summary["frames"] == 24
+    assert summary["frames_encoded"] == 24 and summary["late"] == 0
+    assert sum(summary["frames_per_class"].values()) == 21
+    assert (out / "timeline.png").stat().st_size > 5000
+    assert "p99.9 ms" in r.stdout and "incremental" in r.stdout
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+SENDER = ["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "testsrc=size=96x64:rate=25",
+          "-t", "10", "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"]
+
+
+def test_live_udp_stream_then_the_sender_dies(checkpoint, tmp_path):
+    port = free_udp_port()
+    recv = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), f"udp://127.0.0.1:{port}",
+                             "--checkpoint", checkpoint, "--out_dir", tmp_path, "--device", "cpu",
+                             "--deadline_ms", "40", "--reconnect_s", "2", "--read_timeout_s", "1",
+                             "--open_timeout_s", "60", "--no_progress", "--threads", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    header = recv.stdout.readline()                         # the model is loaded: the receiver is up
+    assert "cnn_lstm from" in header, recv.stderr.read()[-3000:] if recv.poll() is not None else header
+    sender = subprocess.Popen([*SENDER, "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"],
+                              stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(7)                                       # about 7 s of the 10 s stream, then kill
+        sender.kill()
+        out, err = recv.communicate(timeout=120)
+        out = header + out
+    finally:
+        sender.kill()
+        recv.kill()
+    assert recv.returncode == 0, err[-3000:]
+    assert "stalled, no frame for" in out and "stopping" in out
+    summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
+    assert summary["ended"] == "stalled" and summary["policy"] == "busy-drop" and summary["kind"] == "url"
+    assert summary["inferred"] > 5 and summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] > 0
+    assert {"dropped", "late", "drop_pct"} <= set(summary)
+    rows = read_jsonl(next(tmp_path.glob("*/predictions.jsonl")))
+    assert len(rows) == summary["inferred"] + summary["dropped"]
+    pts, idx = np.array([r["pts_s"] for r in rows]), np.array([r["index"] for r in rows])
+    # every result carries its frame's stream pts: on the 25 fps grid, one frame index per 1/25 s
+    assert np.allclose(np.diff(pts), np.diff(idx) / 25, atol=1e-6)
+    assert np.allclose(pts * 25, np.round(pts * 25), atol=1e-3)
+    assert next(tmp_path.glob("*/timeline.png")).stat().st_size > 5000
+
+
+def test_mpeg_ts_on_stdin(checkpoint, video, tmp_path):
+    feed = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-c:v", "libx264", "-bf", "0",
+                           "-f", "mpegts", "-"], capture_output=True, check=True, timeout=60).stdout
+    r = subprocess.run([sys.executable, str(ROOT / "predict.py"), "-", "--checkpoint", str(checkpoint),
+                        "--out_dir", str(tmp_path), "--device", "cpu", "--policy", "block", "--no_progress",
+                        "--threads", "1"],
+                       cwd=ROOT, input=feed, capture_output=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-3000:].decode()
+    summary = json.loads((tmp_path / "stdin" / "summary.json").read_text())
+    assert summary["kind"] == "stdin" and summary["ended"] == "end"
+    assert summary["frames"] == 24 and summary["inferred"] == 21 and summary["dropped"] == 0
+
+
+@pytest.fixture(scope="module")
+def audio_only(tmp_path_factory) -> Path:
+    from accel.synth import write_audio_only
+
+    return write_audio_only(tmp_path_factory.mktemp("audio") / "voice.wav")
+
+
+@pytest.mark.parametrize("case, needle", [
+    ("missing", "no such file, folder or stream"),
+    ("url", "cannot open"),
+    ("model", "--model tsm_resnet18: "),
+    ("clip_len", "--clip_len 8: "),
+    ("audio", "has no video stream"),
+    ("checkpoint", "no such checkpoint file"),
+])
+def test_bad_input_is_one_line_and_exit_2(case, needle, checkpoint, video, audio_only, tmp_path, capsys):
+    from tests.conftest import load_script
+
+    args = {"missing": [tmp_path / "nope.mp4"], "url": ["rtsp://127.0.0.1:9/none", "--open_timeout_s", "1"],
+            "model": [video, "--model", "tsm_resnet18"], "clip_len": [video, "--clip_len", "8"],
+            "audio": [audio_only], "checkpoint": [video]}[case]
+    ck = tmp_path / "none.pt" if case == "checkpoint" else checkpoint
+    mod = load_script("predict")   # in this process: the same main(), without a torch import per case
+    argv = [str(a) for a in args] + ["--checkpoint", str(ck), "--out_dir", str(tmp_path), "--device", "cpu",
+                                     "--no_progress"]
+    try:
+        rc = mod.main(mod.get_args_parser().parse_args(argv))
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert needle in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0, err
+
+
+def test_ctrl_c_flushes_the_outputs_and_prints_the_summary(checkpoint, tmp_path):
+    import signal
+
+    long_video = tmp_path / "long.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+                    "-t", "30", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(long_video)], check=True, timeout=60)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), str(long_video), "--checkpoint",
+                             str(checkpoint), "--out_dir", str(tmp_path / "out"), "--device", "cpu", "--realtime",
+                             "--no_progress", "--threads", "1"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        header = proc.stdout.readline()
+        assert "cnn_lstm from" in header
+        time.sleep(4)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads((tmp_path / "out" / "long" / "summary.json").read_text())
+    assert summary["ended"] == "interrupted" and 0 < summary["frames"] < 750
+    rows = read_jsonl(tmp_path / "out" / "long" / "predictions.jsonl")
+    assert len(rows) == summary["inferred"] + summary["dropped"] > 0
+    assert (tmp_path / "out" / "long" / "timeline.png").is_file()
+    assert "p99.9 ms" in out and "Traceback" not in err

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CPU_BACKENDS, backend_param
+from conftest import CPU_BACKENDS, backend_param, rerun_in_fresh_interpreter
 
 from accel import build_loader
 from accel.data.dataset import VideoClipDataset
@@ -173,18 +173,7 @@ class Hoarding(VideoClipDataset):
 
 
 def test_memory_growth_replaces_the_decode_process(endless_dataset, tmp_path):
-    if not os.environ.get("VIDACCEL_FRESH_INTERPRETER"):
-        # Run in a fresh interpreter: late in the full suite (a large, long-lived parent) the
-        # limit was seen not to fire; the cause is open (see the README's reliability notes),
-        # and this test checks the mechanism itself.
-        import subprocess
-        import sys
-
-        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                            f"{__file__}::test_memory_growth_replaces_the_decode_process"],
-                           env={**os.environ, "VIDACCEL_FRESH_INTERPRETER": "1"},
-                           capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stdout[-3000:]
+    if rerun_in_fresh_interpreter(__file__, "test_memory_growth_replaces_the_decode_process"):
         return
     manifest = folder_manifest(endless_dataset, "train")
     manifest = manifest.subset([i for i, it in enumerate(manifest.items) if not it.path.endswith("endless.mp4")])

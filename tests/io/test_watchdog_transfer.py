@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import statistics
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ from accel.data.manifests import folder_manifest
 from accel.io import watchdog
 from accel.io.watchdog import CallTimeout, ChildDied, DecodeProcess, anon_mb
 from accel.synth import read_frame_index, write_index_video
+from tests.conftest import rerun_in_fresh_interpreter
 
 needs_memfd = pytest.mark.skipif(not watchdog.SharedBuffer.available(),
                                  reason="no memfd here (not Linux): replies use the pipe")
@@ -121,6 +121,8 @@ def _big_reply(mib: int) -> tuple[int, np.ndarray]:
 
 
 def test_memory_growth_still_retires_the_child_and_the_buffer_is_not_counted():
+    if rerun_in_fresh_interpreter(__file__, "test_memory_growth_still_retires_the_child_and_the_buffer_is_not_counted"):
+        return
     # 40 MiB kept per call: the baseline comes after the first, so the third passes 60 MiB
     proc = DecodeProcess(lambda: _hoard(hoard, 40), timeout_s=20, max_rss_growth_mb=60)
     hoard: list = []
@@ -138,31 +140,37 @@ def test_memory_growth_still_retires_the_child_and_the_buffer_is_not_counted():
         proc.close()
 
 
-def test_the_memory_check_is_cheap_and_sees_growth():
+def test_the_memory_check_reads_statm_and_sees_growth(monkeypatch):
+    if rerun_in_fresh_interpreter(__file__, "test_the_memory_check_reads_statm_and_sees_growth"):
+        return
+    """statm's anonymous pages, the quantity smaps_rollup sums (which cost 15-19 ms a call in a
+    torch process: its speed is measured by benchmarks.decode_child, not asserted here)."""
+    import builtins
+
+    with open("/proc/self/smaps_rollup") as f:
+        smaps = next(int(line.split()[1]) / 1024 for line in f if line.startswith("Anonymous:"))
+    assert abs(anon_mb() - smaps) < 16
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
     anon_mb()
-    t0 = time.perf_counter()
-    for _ in range(50):
-        anon_mb()
-    assert (time.perf_counter() - t0) / 50 < 1e-3  # smaps_rollup took 15-19 ms in a torch process
+    monkeypatch.undo()
+    assert opened == ["/proc/self/statm"]
     before = anon_mb()
     hoard = np.ones(64 * 2**20, np.uint8)
     assert 60 < anon_mb() - before < 70
     del hoard
 
 
-def test_a_round_trip_costs_about_a_millisecond():
-    """A 16x128x224 clip through the child with the memory check on: the old pipe and
-    smaps_rollup cost about 20 ms here."""
+def test_a_clip_comes_back_through_the_shared_buffer():
+    """A 16x128x224 clip through the child with the memory check on arrives whole, through
+    the shared buffer (its cost is measured by benchmarks.decode_child, not asserted here)."""
     clip = np.random.default_rng(0).integers(0, 256, (16, 128, 224, 3), dtype=np.uint8)
     proc = DecodeProcess(lambda: clip, timeout_s=20, max_rss_growth_mb=256)
     try:
-        times = []
-        for _ in range(30):
-            t0 = time.perf_counter()
-            out = proc.call()
-            times.append(time.perf_counter() - t0)
-        np.testing.assert_array_equal(out, clip)
-        assert statistics.median(times[5:]) < 5e-3, times  # ~1 ms idle; slack for a loaded machine
+        for _ in range(3):
+            np.testing.assert_array_equal(proc.call(), clip)
+        assert proc.buffer_bytes >= clip.nbytes
     finally:
         proc.close()
 

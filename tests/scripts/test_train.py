@@ -294,7 +294,8 @@ def test_resume_after_kill_gives_the_same_weights(tmp_path, temporal_dataset):
     assert killed_at < 2, "the run finished before it could be killed"
     r = run_script("train.py", *common, "--out_dir", part, "--resume", part / "last.pt")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from {part / 'last.pt'}: epoch {killed_at + 1} of 3" in r.stdout
+    # 1-based, as the epoch lines count: the epoch after the one the checkpoint finished
+    assert f"resumed from {part / 'last.pt'}: epoch {killed_at + 2} of 3" in r.stdout
 
     a, b = _final_weights(full / "last.pt"), _final_weights(part / "last.pt")
     assert a.keys() == b.keys()

@@ -175,6 +175,7 @@ def write_outputs(args, source: VideoSource, live: LiveClassifier, results: list
            "clip_len": live.ring.clip_len, "size": live.ring.size, "frames": source.frames,
            "corrupt_packets": source.corrupt, "reconnects": source.reconnects,
            "stall": source.stall_message, "ended": ended, "time_s": elapsed,
+           "warmup_ms": live.warmup_ms,
            "model_ms_mean": sum(live.model_ms) / len(live.model_ms) if live.model_ms else None,
            "frames_encoded": live.features.encoded if live.features is not None else None,
            **latency_summary(results)}
@@ -211,6 +212,7 @@ def main(args) -> int:
             out.mkdir(parents=True, exist_ok=True)
             policy = args.policy or ("busy-drop" if source.realtime else "block")
             live = build_classifier(args, model, s, device, out, policy)
+            live.warmup(source.height, source.width)  # one-off costs, reported apart
         except (SourceError, UsageError, ImportError, ValueError, FileNotFoundError) as err:
             print(f"{PROG}: error: {one_line(err)}", file=sys.stderr, flush=True)
             status = 2

@@ -120,6 +120,10 @@ class RingBuffer:
     def full(self) -> bool:
         return self.count >= self.clip_len
 
+    def reset(self) -> None:
+        """Empty the ring (the next ``clip_len`` frames fill it again)."""
+        self.count = 0
+
     def order(self) -> list[int]:
         """Ring slots, oldest frame first."""
         return [(self.count + i) % self.clip_len for i in range(self.clip_len)]
@@ -144,21 +148,30 @@ class FeatureRing:
     def invalidate(self, slot: int) -> None:
         self.valid[slot] = False
 
+    def encode_slots(self, slots: Sequence[int]) -> None:
+        """Encode these slots' frames in one batch (slots already valid are left alone)."""
+        missing = [k for k in slots if not self.valid[k]]
+        if not missing:
+            return
+        x = self.frames.frames[missing].contiguous(memory_format=torch.channels_last)
+        feats = self.encode(x)
+        if self.features is None:
+            self.features = feats.new_zeros((self.frames.clip_len, *feats.shape[1:]))
+        self.features[missing] = feats
+        for k in missing:
+            self.valid[k] = True
+        self.encoded += len(missing)
+
     def window(self) -> torch.Tensor:
         """(1, T, F) features of the ring's window, oldest first; encodes the missing slots
         in one batch."""
-        missing = [k for k, ok in enumerate(self.valid) if not ok]
-        if missing:
-            x = self.frames.frames[missing].contiguous(memory_format=torch.channels_last)
-            feats = self.encode(x)
-            if self.features is None:
-                self.features = feats.new_zeros((self.frames.clip_len, *feats.shape[1:]))
-            self.features[missing] = feats
-            for k in missing:
-                self.valid[k] = True
-            self.encoded += len(missing)
+        self.encode_slots(range(self.frames.clip_len))
         assert self.features is not None
         return self.features[self.frames.order()].unsqueeze(0)
+
+    def reset(self) -> None:
+        self.valid = [False] * self.frames.clip_len
+        self.encoded = 0
 
 
 @dataclass
@@ -228,6 +241,7 @@ class LiveClassifier:
         self.recent: deque[np.ndarray] = deque(maxlen=smooth)
         self.busy_until = float("-inf")
         self.model_ms: list[float] = []
+        self.warmup_ms: float | None = None
 
     def _logits(self) -> torch.Tensor:
         if self.features is not None and self.head is not None:
@@ -261,6 +275,11 @@ class LiveClassifier:
         why = self._skip_reason(index, arrival_s)
         if why == "dropped":
             return FrameResult(index, pts_s, arrival_s, dropped=True)
+        if why == "filling" and self.features is not None:
+            # Encode while the ring fills, so the first full window encodes one frame, not
+            # clip_len of them (which would drop the frames arriving meanwhile).
+            self.features.encode_slots([slot])
+            self.busy_until = time.perf_counter()
         if why is not None:
             return None
         sync_device(self.device)  # the frame's preprocessing stays out of model_ms
@@ -271,6 +290,27 @@ class LiveClassifier:
         self.busy_until = done
         self.model_ms.append((done - start) * 1e3)
         return self._result(index, pts_s, arrival_s, done, logits_host)
+
+    @torch.inference_mode()
+    def warmup(self, height: int, width: int, *, windows: int = 2) -> float:
+        """Run the model path on ``windows`` windows of black frames, then forget them; returns
+        the time it took (ms). The first calls pay one-off costs (allocator, oneDNN kernel
+        choice, a compiled or exported runtime's first run) that would otherwise land on the
+        first live frames."""
+        start = time.perf_counter()
+        black = np.zeros((height, width, 3), dtype=np.uint8)
+        for _ in range(self.ring.clip_len + windows - 1):
+            slot = self.ring.push(black)
+            if self.features is not None:
+                self.features.invalidate(slot)
+                self.features.encode_slots([slot])
+            if self.ring.full:
+                self._logits().float()[0].cpu()
+        self.ring.reset()
+        if self.features is not None:
+            self.features.reset()
+        self.warmup_ms = (time.perf_counter() - start) * 1e3
+        return self.warmup_ms
 
     def _result(self, index: int, pts_s: float | None, arrival_s: float, done: float,
                 logits: torch.Tensor) -> FrameResult:

@@ -52,6 +52,32 @@ def test_incremental_window_logits_equal_the_full_clip_forward(name):
     assert live.features.encoded == 9   # one encoder call per new frame, none recomputed
 
 
+def test_frames_are_encoded_as_the_ring_fills_and_warmup_leaves_no_trace():
+    torch.manual_seed(0)
+    model = create_model("cnn_lstm", num_classes=3).eval()
+    split = frame_split(model)
+    batches: list[int] = []
+
+    def encode(x):
+        batches.append(x.shape[0])
+        return split.encode(x)
+
+    def make():
+        return LiveClassifier(None, classes=CLASSES, clip_len=4, size=32, encode=encode, head=split.head,
+                              policy="block", keep_logits=True)
+
+    cold = make()
+    cold_out = [cold.submit(f, index=k) for k, f in enumerate(frames(6))]
+    assert batches == [1] * 6                 # never a clip_len batch at the first full window
+    warm = make()
+    assert warm.warmup(40, 48) > 0 and warm.warmup_ms is not None
+    assert not warm.ring.full and warm.features.encoded == 0 and not any(warm.features.valid)
+    warm_out = [warm.submit(f, index=k) for k, f in enumerate(frames(6))]
+    assert [r is None for r in warm_out] == [r is None for r in cold_out] == [True] * 3 + [False] * 3
+    for a, b in zip(cold_out[3:], warm_out[3:]):  # the black warm-up frames left nothing behind
+        assert a.logits == pytest.approx(b.logits, abs=1e-6)
+
+
 def test_binary_logit_hook_runs_on_the_incremental_head():
     torch.manual_seed(0)
     model = create_model("resnet18_lstm", num_classes=2, binary_logit=True).eval()

@@ -96,37 +96,48 @@ SENDER = ["ffmpeg", "-nostdin", "-v", "error", "-re", "-f", "lavfi", "-i", "test
           "-t", "10", "-c:v", "libx264", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p"]
 
 
-def test_live_udp_stream_then_the_sender_dies(checkpoint, tmp_path):
+def test_live_udp_stream_survives_a_restart_then_the_sender_dies(checkpoint, tmp_path):
     port = free_udp_port()
     recv = subprocess.Popen([sys.executable, str(ROOT / "predict.py"), f"udp://127.0.0.1:{port}",
                              "--checkpoint", checkpoint, "--out_dir", tmp_path, "--device", "cpu",
-                             "--deadline_ms", "40", "--reconnect_s", "2", "--read_timeout_s", "1",
+                             "--deadline_ms", "40", "--reconnect_s", "3", "--read_timeout_s", "1",
                              "--open_timeout_s", "60", "--no_progress", "--threads", "1"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     header = recv.stdout.readline()                         # the model is loaded: the receiver is up
     assert "cnn_lstm from" in header, recv.stderr.read()[-3000:] if recv.poll() is not None else header
-    sender = subprocess.Popen([*SENDER, "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"],
-                              stdin=subprocess.DEVNULL)
+    target = [*SENDER, "-f", "mpegts", f"udp://127.0.0.1:{port}?pkt_size=1316"]
+    senders = [subprocess.Popen(target, stdin=subprocess.DEVNULL)]
     try:
-        time.sleep(7)                                       # about 7 s of the 10 s stream, then kill
-        sender.kill()
+        time.sleep(4)                                       # 4 s of the stream, then the sender dies...
+        senders[0].kill()
+        time.sleep(1.8)                                     # ...past the 1 s read timeout: a stall
+        senders.append(subprocess.Popen(target, stdin=subprocess.DEVNULL))  # back within --reconnect_s
+        time.sleep(3)
+        senders[1].kill()                                   # gone for good: the stall message
         out, err = recv.communicate(timeout=120)
         out = header + out
     finally:
-        sender.kill()
+        for sender in senders:
+            sender.kill()
         recv.kill()
     assert recv.returncode == 0, err[-3000:]
     assert "stalled, no frame for" in out and "stopping" in out
     summary = json.loads(next(tmp_path.glob("*/summary.json")).read_text())
     assert summary["ended"] == "stalled" and summary["policy"] == "busy-drop" and summary["kind"] == "url"
+    assert summary["reconnects"] >= 1, summary
     assert summary["inferred"] > 5 and summary["latency_p50_ms"] > 0 and summary["latency_p99_ms"] > 0
-    assert {"dropped", "late", "drop_pct"} <= set(summary)
+    assert {"dropped", "late", "drop_pct"} <= set(summary) and summary["warmup_ms"] > 0
     rows = read_jsonl(next(tmp_path.glob("*/predictions.jsonl")))
     assert len(rows) == summary["inferred"] + summary["dropped"]
     pts, idx = np.array([r["pts_s"] for r in rows]), np.array([r["index"] for r in rows])
-    # every result carries its frame's stream pts: on the 25 fps grid, one frame index per 1/25 s
-    assert np.allclose(np.diff(pts), np.diff(idx) / 25, atol=1e-6)
-    assert np.allclose(pts * 25, np.round(pts * 25), atol=1e-3)
+    # the second sender's stream starts its clock again: one run of results before, one after
+    restart = np.flatnonzero(np.diff(pts) < 0) + 1
+    assert len(restart) == 1, pts
+    for part in np.split(np.arange(len(rows)), restart):
+        assert len(part) > 5
+        # every result carries its frame's stream pts: on the 25 fps grid, one index per 1/25 s
+        assert np.allclose(np.diff(pts[part]), np.diff(idx[part]) / 25, atol=1e-6)
+        assert np.allclose(pts[part] * 25, np.round(pts[part] * 25), atol=1e-3)
     assert next(tmp_path.glob("*/timeline.png")).stat().st_size > 5000
 
 

@@ -86,6 +86,23 @@ def test_block_mode_logits_equal_evaluation_and_outputs_are_written(checkpoint, 
     assert "p99.9 ms" in r.stdout and "incremental" in r.stdout
 
 
+@pytest.mark.slow  # the ONNX export takes ~50 s here
+def test_onnx_runtime_windows_equal_the_eager_incremental_ones(checkpoint, video, tmp_path):
+    pytest.importorskip("onnxruntime")
+    runs = {}
+    for runtime in ("eager", "onnx"):
+        r = predict(video, "--checkpoint", checkpoint, "--out_dir", tmp_path / runtime, "--device", "cpu",
+                    "--runtime", runtime, "--save_logits")
+        assert r.returncode == 0, r.stderr[-3000:]
+        runs[runtime] = (json.loads((tmp_path / runtime / "case" / "summary.json").read_text()),
+                         np.array([row["logits"] for row in read_jsonl(tmp_path / runtime / "case" / "predictions.jsonl")]))
+    (eager, eager_logits), (onnx, onnx_logits) = runs["eager"], runs["onnx"]
+    assert (eager["path"], onnx["path"], onnx["runtime"]) == ("incremental", "window", "onnx")
+    assert onnx_logits.shape == eager_logits.shape == (21, 3)
+    assert np.abs(onnx_logits - eager_logits).max() <= 1e-4
+    assert (tmp_path / "onnx" / "case" / "model.onnx").stat().st_size > 0
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))

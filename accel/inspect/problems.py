@@ -2,7 +2,7 @@
 
 Each problem is a kind and a reason, with the files it applies to; each file's record gets
 the short reasons in its ``problems`` list. The rules are the loaders' own: the readers'
-:func:`~accel.io.reader.pyav_only_reason` and :func:`~accel.io.decord.decord_reason`, and the
+:func:`~accel.io.fallback.pyav_only_reason` and :func:`~accel.io.decord.decord_reason`, and the
 DALI loader's :func:`~accel.data.dali.probe.dali_route` (NVDEC's codecs and sizes by GPU).
 """
 from __future__ import annotations

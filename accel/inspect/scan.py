@@ -21,13 +21,13 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..data.dali.probe import probe_video
-from ..data.manifests import explain_skip
 from ..data.reading import time_limit
 from ..io import index_stream
 from ..io.decord import decord_reason
+from ..io.diagnose import explain_skip
+from ..io.fallback import pyav_only_reason
 from ..io.frames import FRAME_EXTENSIONS
 from ..io.index import StreamIndex, VideoDecodeError
-from ..io.reader import pyav_only_reason
 from .layout import Entry
 
 SCAN_TIMEOUT_S = 120.0  # one file's scan; past it the file is reported as timed out

@@ -1,8 +1,10 @@
 """Decoding: exact frames by index from a video file or a frame folder.
 
 One module per decoder backend (:mod:`.pyav`, :mod:`.decord`, :mod:`.torchcodec`,
-:mod:`.frames`), the stream index they all share (:mod:`.index`), the backend choice
-(:mod:`.backends`) and the watched child process decodes run in (:mod:`.watchdog`).
+:mod:`.frames`), the hand-over to PyAV decord and torchcodec build on (:mod:`.fallback`), the
+stream index they all share (:mod:`.index`), the backend choice (:mod:`.backends`), the
+watched child process decodes run in (:mod:`.watchdog`) and why a file was skipped
+(:mod:`.diagnose`).
 """
 from .backends import AUTO_ORDER, BACKENDS, available_backends, backend_available, open_video, resolve_backend
 from .frames import FRAME_EXTENSIONS, FrameFolderReader, open_sample

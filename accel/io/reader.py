@@ -2,9 +2,8 @@
 
 Frame ``i`` is the i-th frame in presentation order of the chosen stream (FFmpeg's best video
 stream unless ``stream=`` names another), as :mod:`accel.io.index` defines it for every
-backend. Where decord or torchcodec would return other frames or colours (decode-order AVI,
->8-bit or full-range sources, a stream or codec they cannot read, decord's mis-seeks), they
-hand the file to PyAV with one warning naming it. ``get_frames(indices)`` returns
+backend. Where decord or torchcodec would return other frames or colours, they hand the file
+to PyAV with one warning naming it (:mod:`accel.io.fallback`). ``get_frames(indices)`` returns
 exactly those frames, in the order asked (unsorted and repeated indices too), as a uint8
 tensor (T, H, W, C) in RGB. Each backend decodes only from the keyframe before each run of
 wanted frames, never the whole video.
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import os
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -41,28 +39,8 @@ class VideoReader(abc.ABC):
         self.rotate = rotate  # apply the display matrix (frames as players show them)
         self._opened = False
         self._error: VideoDecodeError | None = None  # a file that failed fails the same way again
-        self._delegate: VideoReader | None = None
-        self._fd: int | None = None
         self._native_rotation = 0  # degrees the backend's own decoder already turned the frames
         self._broken = False  # a read failed: the handle is closed, not kept for the next reader
-
-    def _native_path(self) -> str:
-        """A name for the file that C libraries taking UTF-8 strings can open.
-
-        A file name that is not UTF-8 on disk (Latin-1 ``caf\xe9.mp4``) reaches Python as a
-        str with surrogate escapes, which decord and torchcodec refuse to encode. Such a
-        file is opened here by its bytes and handed over as ``/proc/self/fd/N``
-        (``/dev/fd/N`` elsewhere), an ASCII name for the same file; closed with the reader.
-        """
-        try:
-            self.path.encode("utf-8")
-            return self.path
-        except UnicodeEncodeError:
-            pass
-        if self._fd is None:
-            self._fd = os.open(os.fsencode(self.path), os.O_RDONLY)
-        folder = "/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"
-        return f"{folder}/{self._fd}"
 
     # -- lifecycle -------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -98,17 +76,6 @@ class VideoReader(abc.ABC):
     def _read_sorted(self, indices: np.ndarray) -> torch.Tensor:
         """Frames at sorted, distinct, in-range indices as uint8 (U, H, W, C)."""
 
-    def _use_pyav(self, why: str) -> None:
-        """Hand this file to PyAV, which reads it exactly, with one warning naming the file."""
-        warnings.warn(f"{self.path}: {why}; the {self.backend} backend reads this file with PyAV "
-                      f"instead", stacklevel=5)
-        from .pyav import PyAVReader  # the subclass module imports this one
-
-        self._delegate = PyAVReader(self.path, threads=self.threads, stream=self._index.stream,
-                                    rotate=False)  # rotated once, by the reader asked
-        self._delegate.known_index = self._index  # scanned already: PyAV need not scan again
-        self._delegate._ensure_open()
-
     def _pooled(self):
         """An open handle another reader of this file version left (None: open one); what
         makes a handle reusable is its process, backend, file version, stream and threads."""
@@ -126,29 +93,8 @@ class VideoReader(abc.ABC):
         else:
             HANDLES.give(self._key, handle, close)
 
-    def _native_or_pyav(self, index: StreamIndex, errors, make):
-        """The backend's own decoder from ``make()``, or None after handing the file to PyAV
-        (one warning) when it cannot open the codec or counts other frames than the index."""
-        try:
-            handle = make()
-        except errors as e:
-            first = str(e).strip().splitlines()[0][-120:] if str(e).strip() else type(e).__name__
-            self._use_pyav(f"{self.backend} cannot decode {index.codec} ({first})")
-            return None
-        if len(handle) != index.num_frames:
-            self._use_pyav(f"{self.backend} counts {len(handle)} frames where the stream has "
-                           f"{index.num_frames}")
-            return None
-        return handle
-
     def close(self) -> None:
-        if self._delegate is not None:
-            self._delegate.close()
-            self._delegate = None
         self._opened = False
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def __enter__(self) -> "VideoReader":
         return self
@@ -186,7 +132,7 @@ class VideoReader(abc.ABC):
     def decoder(self) -> str:
         """The backend that really decodes this file (``pyav`` where this one handed it over)."""
         self._ensure_open()
-        return self._delegate.backend if self._delegate is not None else self.backend
+        return self.backend
 
     def get_frames(self, indices: Sequence[int]) -> torch.Tensor:
         """uint8 (len(indices), H, W, 3): exactly the frames asked for, in that order."""
@@ -199,52 +145,28 @@ class VideoReader(abc.ABC):
         if bad.size:
             raise IndexError(f"{self.path}: frame indices {bad[:5].tolist()} out of range [0, {n})")
         unique, inverse = np.unique(idx, return_inverse=True)
-        reader = self._delegate or self
-        try:
-            frames = reader._read_sorted(unique)
-        except (VideoDecodeError, IndexError):
-            reader._broken = True
-            raise
-        except Exception as e:
-            reader._broken = True
-            raise VideoDecodeError(self.path, f"decode failed ({type(e).__name__}: {e})") from e
+        frames = self._read(unique)
         if not (unique.size == idx.size and np.array_equal(unique, idx)):
             frames = frames[torch.from_numpy(inverse)]  # (else already in the order asked)
         return self._displayed(frames)
 
+    def _read(self, indices: np.ndarray) -> torch.Tensor:
+        """:meth:`_read_sorted`, its failures a :class:`VideoDecodeError` naming the file; a
+        reader whose read failed does not hand its handle on."""
+        try:
+            return self._read_sorted(indices)
+        except (VideoDecodeError, IndexError):
+            self._broken = True
+            raise
+        except Exception as e:
+            self._broken = True
+            raise VideoDecodeError(self.path, f"decode failed ({type(e).__name__}: {e})") from e
+
     def _displayed(self, frames: torch.Tensor) -> torch.Tensor:
         """Frames turned upright by the stream's display matrix, as FFmpeg's autorotate does."""
         wanted = getattr(getattr(self, "_index", None), "rotation", 0) if self.rotate else 0
-        turns = (wanted - (0 if self._delegate else self._native_rotation)) // 90 % 4
+        turns = (wanted - self._native_rotation) // 90 % 4
         return torch.rot90(frames, turns, dims=(1, 2)).contiguous() if turns else frames
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
-
-
-# Containers sought by byte position, whose timestamps start late and whose packets may land
-# mid-GOP after a seek (MPEG transport and program streams): decord and torchcodec seek them
-# wrongly or not at all; PyAV starts from the keyframe's own packet (see PyAVReader).
-BYTE_SEEK_CONTAINERS = frozenset({"mpegts", "mpeg", "mpegtsraw", "mpegvideo"})
-# Codecs whose standard defines no bit-exact decoder (IDCT precision is left to the decoder):
-# FFmpeg builds differ on them (decord bundles FFmpeg 4, torchcodec uses the system's, PyAV its
-# own), so one decoder reads them for every backend.
-INEXACT_CODECS = frozenset({"mpeg1video", "mpeg2video", "mpeg4", "msmpeg4v1", "msmpeg4v2",
-                            "msmpeg4", "msmpeg4v3", "h263", "h263p", "flv", "flv1", "wmv1", "wmv2",
-                            "mjpeg"})
-
-
-def pyav_only_reason(index: StreamIndex) -> str | None:
-    """Why decord or torchcodec would not return this stream's exact frames (None: they do)."""
-    if index.decode_order:
-        return ("AVI without presentation timestamps (B-frames, packed or not): frames must be "
-                "indexed in decode order")
-    if index.container.split(",")[0] in BYTE_SEEK_CONTAINERS:
-        return f"{index.container} container (seeking by byte position)"
-    if index.codec in INEXACT_CODECS:
-        return (f"{index.codec} has no bit-exact decoder by standard (FFmpeg builds differ): one "
-                f"decoder reads it for every backend")
-    if not index.plain_colour:
-        return (f"{index.colour_note} needs the one shared RGB conversion (each backend's own "
-                f"differs)")
-    return None

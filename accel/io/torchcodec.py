@@ -1,16 +1,16 @@
 """The torchcodec reader: seeks through the shared stream index without torchcodec's own
 whole-file scan; hands files it cannot read as they are to PyAV (see
-:meth:`VideoReader._use_pyav`)."""
+:mod:`accel.io.fallback`)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .index_store import index_stream
-from .reader import VideoReader, pyav_only_reason
+from .fallback import FallbackReader
+from .index import StreamIndex
 
 
-class TorchCodecReader(VideoReader):
+class TorchCodecReader(FallbackReader):
     """torchcodec on the shared index, NHWC, the chosen stream.
 
     Constant-rate streams are read in torchcodec's "approximate" mode, which opens in the time of the
@@ -25,22 +25,21 @@ class TorchCodecReader(VideoReader):
 
     backend = "torchcodec"
 
-    def _open(self) -> None:
-        index = self._set_index(index_stream(self.path, self.stream))
-        why = pyav_only_reason(index)
-        if why:
-            return self._use_pyav(why)
+    def _open_native(self, index: StreamIndex) -> str | None:
         self._exact = None
         exact = index.leading_frames or not index.constant_rate
         pooled = self._pooled()  # another reader's decoders of this file (see accel.io.handles)
         if pooled is not None:
             self._decoder, self._exact = pooled
         else:  # Exception: a codec the system FFmpeg lacks raises torchcodec's own types.
-            self._decoder = self._native_or_pyav(index, Exception, lambda: self._make_decoder(exact=exact))
-            if self._decoder is not None and exact:
+            self._decoder, why = self._make_native(index, Exception, lambda: self._make_decoder(exact=exact))
+            if why:
+                return why
+            if exact:
                 self._exact = self._decoder
-        if self._decoder is not None and getattr(self._decoder.metadata, "rotation", None) is not None:
+        if getattr(self._decoder.metadata, "rotation", None) is not None:
             self._native_rotation = index.rotation  # torchcodec >= 0.8 applies the display matrix
+        return None
 
     def _make_decoder(self, *, exact: bool):
         from torchcodec.decoders import VideoDecoder

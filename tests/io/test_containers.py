@@ -20,7 +20,7 @@ import pytest
 
 from accel import open_video
 from accel.io import index_stream
-from accel.io.reader import INEXACT_CODECS, pyav_only_reason
+from accel.io.fallback import INEXACT_CODECS, pyav_only_reason
 from tests.conftest import CPU_BACKENDS, backend_param
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None,

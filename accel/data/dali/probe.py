@@ -19,9 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...io.fallback import BYTE_SEEK_CONTAINERS
 from ...io.index import VideoDecodeError
 from ...io.index_store import index_stream
-from ...io.reader import BYTE_SEEK_CONTAINERS
 from ..reading import time_limit
 
 # What fn.decoders.video decodes in DALI 2.4 (its docstring): CPU: VP8, VP9, MJPEG;

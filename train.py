@@ -34,7 +34,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from accel import ManifestError, VideoDecodeError, build_loader
+from accel import DecodeOptions, ManifestError, VideoDecodeError, build_loader
 from accel.cli import (
     Parser,
     UsageError,
@@ -48,7 +48,7 @@ from accel.cli import (
     resolve_device,
     unit_interval,
 )
-from accel.data.loader import LOADER_BACKENDS, ClipLoader
+from accel.data.loader import LOADER_BACKENDS, ClipBatchLoader
 from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
 from accel.data.reading import ON_ERROR
 from accel.data.samplers import ShardedSampler
@@ -635,7 +635,7 @@ def train(args, s: Setup) -> dict:
 @dataclasses.dataclass
 class Data:
     """What the epochs read: the training loader and transform, how val and test clips are read."""
-    train_loader: ClipLoader
+    train_loader: ClipBatchLoader
     train_tf: ClipTransform  # augmentation and normalisation of the training clips, on the device
     val_settings: EvalSettings
     test_settings: EvalSettings
@@ -659,7 +659,7 @@ def build_data(args, s: Setup) -> Data:
     per_rank = len(sampler)
     train_loader = build_loader(
         splits.train, batch_size=args.batch_size, clip_len=args.clip_len, strategy=args.train_sampling,
-        stride=args.frame_stride, frame_size=(args.decode_size, args.decode_size), backend=args.decoder,
+        frame_size=(args.decode_size, args.decode_size), backend=args.decoder,
         num_workers=args.num_workers, sampler=sampler,
         # A last batch of one clip breaks BatchNorm in training mode: drop it then.
         drop_last=per_rank % args.batch_size == 1 and per_rank > 1,
@@ -669,7 +669,7 @@ def build_data(args, s: Setup) -> Data:
         # recycle_rss_growth_mb of growth). Not for the seed: each index carries its epoch
         # (EpochSampler). Kept False, the behaviour the scripts have always had.
         persistent_workers=False, on_error=args.on_error, seed=args.seed, device=device,
-        rotate=args.autorotate)
+        decode=DecodeOptions(stride=args.frame_stride, rotate=args.autorotate))
     if len(train_loader) == 0:
         fail(PROG, "no training batches")
     model = s.model
@@ -981,7 +981,7 @@ def epoch_line(args, record: dict) -> str:
 
 
 # --------------------------------------------------------------------------- final test
-def gather_skipped(s: Setup, train_loader: ClipLoader, val_preds) -> dict:
+def gather_skipped(s: Setup, train_loader: ClipBatchLoader, val_preds) -> dict:
     """{split: [[path, reason]]}: files missing at start-up, then those skipped on any rank."""
     train_skipped = sorted({tuple(x) for part in all_gather_objects(list(train_loader.skipped), s.info)
                             for x in part})

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from accel.data.dataset import VideoClipDataset, resize_frames
 from accel.data.loader import build_loader
 from accel.data.manifests import Manifest, ManifestError, load_manifest
+from accel.data.options import DaliOptions, WatchdogOptions
 from accel.data.reading import read_frames
 from accel.data.sampling import STRATEGIES, clip_seed, sample_indices
 from accel.io import VideoReader, open_sample
@@ -163,7 +164,7 @@ def benchmark_loader(manifest: Manifest, plan: list[int], backend: str, workers:
                         backend="pyav" if backend == "naive" else backend, num_workers=workers,
                         sampler=plan, persistent_workers=False, pin_memory=False, seed=SEED,
                         dataset_type=dataset_type,
-                        dali_device=args.dali_device if backend == "dali" else None)
+                        dali=DaliOptions(device=args.dali_device))
 
 
 def through_loader(manifest: Manifest, plan: list[int], backend: str, workers: int, args) -> dict:
@@ -250,10 +251,10 @@ def _soak_raw(manifest: Manifest, backend: str, args, queue) -> None:
 def _soak_loader(manifest: Manifest, backend: str, recycle: bool, args, queue) -> None:
     """build_loader with persistent workers over ``--clips`` clips in epochs of the
     manifest; PSS of its workers and their decode processes at each sample."""
-    kwargs = {} if recycle else {"recycle_after_clips": None, "recycle_rss_growth_mb": None}
+    watchdog = WatchdogOptions() if recycle else WatchdogOptions(recycle_after_clips=None, recycle_rss_growth_mb=None)
     loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                           strategy="random", backend=backend, num_workers=args.workers,
-                          shuffle=True, persistent_workers=True, pin_memory=False, seed=SEED, **kwargs)
+                          shuffle=True, persistent_workers=True, pin_memory=False, seed=SEED, watchdog=watchdog)
     per_epoch = len(manifest)
     epochs = max(1, args.clips // per_epoch)
     every = max(1, epochs // args.soak_samples)

@@ -11,7 +11,7 @@ channels_last_3d, no copy.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator, Literal, Protocol, get_args, runtime_checkable
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -21,13 +21,40 @@ from .batch import ClipBatch
 from .collate import collate_clips
 from .dataset import VideoClipDataset
 from .manifests import Manifest
+from .options import DaliOptions, DecodeOptions, WatchdogOptions
+from .reading import OnError, check_on_error
 from .samplers import EpochSampler, ShuffleSampler
-from .sampling import ShortPolicy, Strategy
+from .sampling import Strategy
 
-if TYPE_CHECKING:
-    from .dali import DaliAugment, DaliClipLoader
+LoaderBackend = Literal["auto", "dali", "torchcodec", "decord", "pyav"]
+LOADER_BACKENDS: tuple[LoaderBackend, ...] = get_args(LoaderBackend)
+assert LOADER_BACKENDS[2:] == AUTO_ORDER  # the CPU decoders in auto's order of preference
 
-LOADER_BACKENDS = ("auto", "dali", *AUTO_ORDER)
+
+@runtime_checkable
+class ClipBatchLoader(Protocol):
+    """What training and evaluation read batches from: :class:`ClipLoader` (CPU decoders) and
+    :class:`~accel.data.dali.DaliClipLoader` both are one; :func:`build_loader` returns one.
+    (``isinstance`` checks that the members are there, not their types.)"""
+
+    @property
+    def backend(self) -> str:
+        """The decoder that reads the clips."""
+
+    @property
+    def reason(self) -> str:
+        """Why that decoder was chosen."""
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        """``(path, reason)`` of every file skipped so far."""
+
+    def __len__(self) -> int: ...
+
+    def __iter__(self) -> Iterator[ClipBatch]: ...
+
+    def set_epoch(self, epoch: int, *, start: int = 0) -> None:
+        """Read epoch ``epoch``'s order from position ``start`` (a run resumed mid-epoch)."""
 
 
 @dataclass
@@ -70,6 +97,13 @@ class ClipLoader:
             dropped = []
 
 
+def check_backend(backend: str) -> LoaderBackend:
+    """``backend`` if it is one of :data:`LOADER_BACKENDS`, else a ValueError listing them."""
+    if backend not in LOADER_BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(LOADER_BACKENDS)}; got {backend!r}")
+    return backend
+
+
 def choose_backend(backend: str, device: torch.device | str | None = None, *,
                    dali: bool = False, dali_device: str | None = None) -> tuple[str, str]:
     """Resolve ``auto`` to a decoder; return (backend, why).
@@ -81,8 +115,7 @@ def choose_backend(backend: str, device: torch.device | str | None = None, *,
     clips their own way on the CPU (``dali=False``, e.g. the video-level window loader) get
     the best CPU decoder instead of DALI, and the reason says so.
     """
-    if backend not in LOADER_BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(LOADER_BACKENDS)}; got {backend!r}")
+    check_backend(backend)
     from .dali import DaliUnavailable, dali_unavailable_message, dali_unavailable_reason
 
     if backend == "dali" and dali:
@@ -114,63 +147,63 @@ def choose_backend(backend: str, device: torch.device | str | None = None, *,
 
 
 def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
-                 strategy: Strategy = "uniform", stride: int = 1, short: ShortPolicy = "repeat_last",
-                 frame_size: tuple[int, int] | None = None, backend: str = "auto",
-                 num_workers: int = 2, shuffle: bool = False, sampler: Sampler | None = None,
-                 drop_last: bool = False, pin_memory: bool | None = None,
+                 strategy: Strategy = "uniform", frame_size: tuple[int, int] | None = None,
+                 backend: LoaderBackend = "auto", num_workers: int = 2, shuffle: bool = False,
+                 sampler: Sampler | None = None, drop_last: bool = False, pin_memory: bool | None = None,
                  persistent_workers: bool = True, prefetch_factor: int | None = 2,
-                 on_error: str = "skip", decode_timeout_s: float | None = 30.0,
-                 seed: int = 0, device: torch.device | str | None = None,
+                 on_error: OnError = "skip", seed: int = 0, device: torch.device | str | None = None,
                  dataset_type: type[VideoClipDataset] = VideoClipDataset,
-                 dali_device: str | None = None, recycle_after_clips: int | None = 1000,
-                 recycle_rss_growth_mb: float | None = 256.0,
-                 dali_augment: DaliAugment | None = None, rotate: bool = True) -> ClipLoader | DaliClipLoader:
+                 decode: DecodeOptions = DecodeOptions(), watchdog: WatchdogOptions = WatchdogOptions(),
+                 dali: DaliOptions = DaliOptions()) -> ClipBatchLoader:
     """A loader of uint8 channels-last clip batches from ``manifest``.
 
     ``pin_memory`` defaults to True when CUDA is available. Workers open their own readers.
     ``dataset_type`` swaps in a subclass (the benchmarks' decode-everything baseline).
+    ``backend`` and ``on_error`` are checked first: a wrong one stops with the allowed values.
+    ``decode`` (:class:`~accel.data.options.DecodeOptions`): the clips' stride, short-video
+    policy and rotation.
 
     ``backend="dali"`` (or ``auto`` on a machine with CUDA and DALI) returns an
     :class:`accel.data.dali.DaliClipLoader`: the same batches, decoded by DALI, with the clip
     already on the GPU; ``num_workers`` sets its CPU threads and ``prefetch_factor`` its queue
-    depth. ``dali_device="cpu"`` asks for DALI's CPU decoder (VP8/VP9/MJPEG; tests, no GPU).
-    ``dali_augment`` (a :class:`~accel.data.dali.DaliAugment`) augments inside the DALI
-    pipeline (float clips); with any other decoder it is refused.
+    depth. ``dali`` (:class:`~accel.data.options.DaliOptions`): ``device="cpu"`` asks for DALI's
+    CPU decoder (VP8/VP9/MJPEG; tests, no GPU); ``augment`` augments inside the DALI pipeline
+    (float clips), and with any other decoder it is refused.
 
     CPU backends decode in a child process of each worker (of this process with
-    ``num_workers=0``): a clip not decoded within ``decode_timeout_s`` is abandoned and
-    skipped, and the child is replaced after ``recycle_after_clips`` clips or
-    ``recycle_rss_growth_mb`` of growth, which keeps ``persistent_workers=True`` bounded in
-    memory with every backend (see :class:`~accel.data.dataset.VideoClipDataset`).
-
-    ``rotate``: frames as displayed, the display matrix of phone videos applied (default);
-    False gives them as stored. DALI sends rotated files to its CPU fallback, which turns
-    them upright.
+    ``num_workers=0``), watched as ``watchdog`` (:class:`~accel.data.options.WatchdogOptions`)
+    says: a clip not decoded within ``timeout_s`` is abandoned and skipped, and the child is
+    replaced after ``recycle_after_clips`` clips or ``recycle_rss_growth_mb`` of growth, which
+    keeps ``persistent_workers=True`` bounded in memory with every backend (see
+    :class:`~accel.data.dataset.VideoClipDataset`).
     """
+    check_backend(backend)
+    check_on_error(on_error)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     chosen, why = choose_backend(backend, device, dali=dataset_type is VideoClipDataset,
-                                 dali_device=dali_device)
-    if dali_augment is not None and chosen != "dali":
-        raise ValueError(f"dali_augment needs the DALI decoder, but the decoder is {chosen} ({why})")
+                                 dali_device=dali.device)
+    if dali.augment is not None and chosen != "dali":
+        raise ValueError(f"dali.augment needs the DALI decoder, but the decoder is {chosen} ({why})")
+    timeout_s = watchdog.timeout_s
     if chosen == "dali":
         from .dali import DaliClipLoader
 
         dev = torch.device(device) if device is not None else None
         return DaliClipLoader(manifest, batch_size=batch_size, clip_len=clip_len, strategy=strategy,
-                              stride=stride, short=short, frame_size=frame_size, augment=dali_augment,
-                              device=dali_device or "gpu",
+                              stride=decode.stride, short=decode.short, frame_size=frame_size,
+                              augment=dali.augment, device=dali.device,
                               device_id=dev.index if dev is not None and dev.type == "cuda" else None,
                               sampler=sampler, shuffle=shuffle, drop_last=drop_last, on_error=on_error,
-                              decode_timeout_s=decode_timeout_s, seed=seed, num_threads=max(1, num_workers),
+                              decode_timeout_s=timeout_s, seed=seed, num_threads=max(1, num_workers),
                               prefetch_queue_depth=prefetch_factor or 2, reason=why)
-    dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=stride,
-                           short=short, backend=chosen, frame_size=frame_size,
-                           on_error=on_error, decode_timeout_s=decode_timeout_s, seed=seed,
-                           recycle_after_clips=recycle_after_clips,
-                           recycle_rss_growth_mb=recycle_rss_growth_mb, rotate=rotate)
+    dataset = dataset_type(manifest, clip_len=clip_len, strategy=strategy, stride=decode.stride,
+                           short=decode.short, backend=chosen, frame_size=frame_size,
+                           on_error=on_error, decode_timeout_s=timeout_s, seed=seed,
+                           recycle_after_clips=watchdog.recycle_after_clips,
+                           recycle_rss_growth_mb=watchdog.recycle_rss_growth_mb, rotate=decode.rotate)
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
     workers = num_workers > 0
@@ -185,8 +218,9 @@ def build_loader(manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                         # Tensor.pin_memory keeps the strides, so the clip stays channels_last_3d.
                         pin_memory=pin_memory,
                         # A batch takes at most batch_size abandoned decodes (plus forks).
-                        timeout=(2 * decode_timeout_s * batch_size if decode_timeout_s and workers else 0))
+                        timeout=(2 * timeout_s * batch_size if timeout_s and workers else 0))
     return ClipLoader(dataset, loader, chosen, why)
 
 
-__all__ = ["build_loader", "ClipLoader", "choose_backend", "LOADER_BACKENDS"]
+__all__ = ["build_loader", "ClipLoader", "ClipBatchLoader", "choose_backend", "check_backend", "LOADER_BACKENDS",
+           "LoaderBackend", "DecodeOptions", "WatchdogOptions", "DaliOptions"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Iterator, Literal, NamedTuple, Sequence, get_args
 
 import torch
 
 from ..io import VideoDecodeError, VideoReader, open_sample
 
-ON_ERROR = ("skip", "raise")
+OnError = Literal["skip", "raise"]
+ON_ERROR: tuple[OnError, ...] = get_args(OnError)
 
 # Errors a damaged or unusual file raises from the decoders (PyAV's are OSError/ValueError,
 # an index past a truncated end IndexError); anything else is a bug and propagates.

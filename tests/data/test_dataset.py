@@ -1,6 +1,7 @@
 """Manifests, the dataset's error policy, and the CPU loader end to end with real workers."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 
@@ -8,10 +9,14 @@ import pytest
 import torch
 
 from accel import (
+    ClipBatchLoader,
+    DaliOptions,
+    DecodeOptions,
     Manifest,
     ManifestError,
     VideoClipDataset,
     VideoDecodeError,
+    WatchdogOptions,
     build_loader,
     csv_manifest,
     folder_manifest,
@@ -84,6 +89,27 @@ def test_layout_errors_are_one_clear_line(tmp_path):
         build_loader(Manifest([], ["x"]), batch_size=2, strategy="all")
     with pytest.raises(ValueError, match="backend must be one of auto, dali, torchcodec, decord, pyav"):
         build_loader(Manifest([], ["x"]), batch_size=2, backend="opencv")
+
+
+def test_build_loader_option_groups_reach_the_dataset(temporal_dataset):
+    """decode / watchdog land where the flat keywords did; a wrong backend or on_error stops
+    first (before batch_size is looked at), naming the allowed values."""
+    with pytest.raises(ValueError, match="on_error must be one of skip, raise; got 'ignore'"):
+        build_loader(Manifest([], ["x"]), batch_size=0, on_error="ignore")
+    with pytest.raises(ValueError, match="backend must be one of auto, dali, torchcodec, decord, pyav"):
+        build_loader(Manifest([], ["x"]), batch_size=0, backend="opencv")
+    with pytest.raises(ValueError, match="DALI device must be one of gpu, cpu; got 'nvdec'"):
+        DaliOptions(device="nvdec")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DecodeOptions().stride = 2
+    loader = build_loader(folder_manifest(temporal_dataset, "val"), batch_size=2, clip_len=4, backend="pyav",
+                          num_workers=0, decode=DecodeOptions(stride=2, short="loop", rotate=False),
+                          watchdog=WatchdogOptions(timeout_s=5.0, recycle_after_clips=3, recycle_rss_growth_mb=None))
+    assert isinstance(loader, ClipBatchLoader)
+    ds = loader.dataset
+    assert (ds.stride, ds.short, ds.rotate) == (2, "loop", False)
+    assert (ds.decode_timeout_s, ds.recycle_after_clips, ds.recycle_rss_growth_mb) == (5.0, 3, None)
+    assert next(iter(loader)).clip.shape[:3] == (2, 3, 4)
 
 
 def test_stratified_split_keeps_every_class(temporal_dataset):

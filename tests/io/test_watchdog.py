@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import CPU_BACKENDS, backend_param, rerun_in_fresh_interpreter
 
-from accel import build_loader
+from accel import WatchdogOptions, build_loader
 from accel.data.dataset import VideoClipDataset
 from accel.data.manifests import folder_manifest
 from accel.io.watchdog import CallTimeout, ChildDied, DecodeProcess
@@ -63,7 +63,7 @@ def test_an_endless_file_is_skipped_in_time_and_the_epoch_completes(endless_data
     manifest = folder_manifest(endless_dataset, "train")
     endless = next(i for i, item in enumerate(manifest.items) if item.path.endswith("endless.mp4"))
     loader = build_loader(manifest, batch_size=2, clip_len=4, backend=backend, num_workers=workers,
-                          decode_timeout_s=TIMEOUT, persistent_workers=False)
+                          watchdog=WatchdogOptions(timeout_s=TIMEOUT), persistent_workers=False)
     start = time.monotonic()
     batches = list(loader.loader)  # the raw DataLoader: every batch, the skip recorded in one
     elapsed = time.monotonic() - start

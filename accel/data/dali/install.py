@@ -11,7 +11,7 @@ import importlib.util
 
 import torch
 
-DALI_DEVICES = ("gpu", "cpu")
+from ..options import DALI_DEVICES
 
 
 def dali_install_hint(torch_cuda: str | None = None) -> str:
@@ -79,8 +79,8 @@ def dali_unavailable_message(dali_device: str = "gpu",
     if why_not is None:
         return None
     if dali_device == "gpu" and dali_installed():
-        return (f"backend 'dali' decodes on the GPU (NVDEC), and {why_not}; dali_device='cpu' "
-                f"runs DALI's CPU decoder (VP8/VP9/MJPEG only)")
+        return (f"backend 'dali' decodes on the GPU (NVDEC), and {why_not}; "
+                f"dali=DaliOptions(device='cpu') runs DALI's CPU decoder (VP8/VP9/MJPEG only)")
     return f"backend 'dali': {why_not}"
 
 

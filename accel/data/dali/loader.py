@@ -31,7 +31,8 @@ import torch
 from ...io.backends import resolve_backend
 from ..batch import ClipBatch
 from ..manifests import Manifest
-from ..reading import ON_ERROR
+from ..options import DaliDevice
+from ..reading import ON_ERROR, OnError
 from ..sampling import SHORT_POLICIES, STRATEGIES, ShortPolicy, Strategy
 from .augment import DaliAugment
 from .feed import Feed, Group
@@ -76,9 +77,9 @@ class DaliClipLoader:
     def __init__(self, manifest: Manifest, *, batch_size: int, clip_len: int = 16,
                  strategy: Strategy = "uniform", stride: int = 1, short: ShortPolicy = "repeat_last",
                  frame_size: tuple[int, int] | None = None, augment: DaliAugment | None = None,
-                 device: str = "gpu", device_id: int | None = None, sampler=None,
+                 device: DaliDevice = "gpu", device_id: int | None = None, sampler=None,
                  shuffle: bool = False, shard_id: int = 0, num_shards: int = 1,
-                 drop_last: bool = False, on_error: str = "skip", fallback: str | None = "auto",
+                 drop_last: bool = False, on_error: OnError = "skip", fallback: str | None = "auto",
                  decode_timeout_s: float | None = 30.0, pipeline_timeout_s: float | None = None,
                  seed: int = 0, num_threads: int | None = None, prefetch_queue_depth: int = 2,
                  max_failures: int = 8, reason: str = ""):

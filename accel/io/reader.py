@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..cli import one_line
 from .handles import HANDLES
 from .index import StreamIndex, VideoDecodeError
 from .index_store import file_key
@@ -132,8 +133,7 @@ class VideoReader(abc.ABC):
         try:
             handle = make()
         except errors as e:
-            first = str(e).strip().splitlines()[0][-120:] if str(e).strip() else type(e).__name__
-            self._use_pyav(f"{self.backend} cannot decode {index.codec} ({first})")
+            self._use_pyav(f"{self.backend} cannot decode {index.codec} ({one_line(e)[-120:]})")
             return None
         if len(handle) != index.num_frames:
             self._use_pyav(f"{self.backend} counts {len(handle)} frames where the stream has "

@@ -22,16 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from accel.cli import (
-    Parser,
-    UsageError,
-    bounded_int,
-    comma_list,
-    non_negative_int,
-    one_line,
-    positive_int,
-    resolve_device,
-)
+from accel import cli
 from accel.data.loader import LOADER_BACKENDS, build_loader
 from accel.data.manifests import load_manifest
 from accel.data.prefetch import DevicePrefetcher
@@ -186,24 +177,24 @@ def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
             **tel.summary()}
 
 
-def build_parser(prog: str) -> Parser:
+def build_parser(prog: str) -> cli.Parser:
     from models import list_models
 
-    p = Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add("--model", choices=list_models(), default="r2plus1d_18", metavar="MODEL",
           help="one of " + ", ".join(list_models()) + " (default: %(default)s)")
     p.add("--data", type=Path, help="a dataset folder or CSV (default: the loaders "
           "benchmark's generated 20 s 640x360 H.264 videos, GOP 25)")
     p.add("--split", default=None)
-    p.add("--backends", type=comma_list(choices=LOADER_BACKENDS), default=["auto"],
+    p.add("--backends", type=cli.comma_list(choices=LOADER_BACKENDS), default=["auto"],
           help=f"comma list from {','.join(LOADER_BACKENDS)} (default: auto)")
-    p.add("--workers", type=non_negative_int, default=os.cpu_count() or 2)
-    p.add("--batch-size", type=positive_int, default=8)
-    p.add("--clip-len", type=positive_int, default=16)
-    p.add("--frame-size", type=positive_int, default=128, help="frames resized to this before cropping")
-    p.add("--size", type=positive_int, default=112, help="crop size fed to the model")
-    p.add("--steps", type=bounded_int(2), default=20, help="timed steps per backend (a std needs two)")
-    p.add("--warmup-steps", type=non_negative_int, default=3)
+    p.add("--workers", type=cli.non_negative_int, default=os.cpu_count() or 2)
+    p.add("--batch-size", type=cli.positive_int, default=8)
+    p.add("--clip-len", type=cli.positive_int, default=16)
+    p.add("--frame-size", type=cli.positive_int, default=128, help="frames resized to this before cropping")
+    p.add("--size", type=cli.positive_int, default=112, help="crop size fed to the model")
+    p.add("--steps", type=cli.bounded_int(2), default=20, help="timed steps per backend (a std needs two)")
+    p.add("--warmup-steps", type=cli.non_negative_int, default=3)
     p.add("--amp", choices=("bf16", "fp16"), default=None)
     p.add("--channels-last", action="store_true")
     add_common_args(p, json=Path("runs/benchmarks/train.json"), torch_run=True)
@@ -211,7 +202,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def main(args) -> int:
-    device = resolve_device(args.device)
+    device = cli.resolve_device(args.device)
     if args.data is None:
         from benchmarks.loaders import make_benchmark_data
 
@@ -225,10 +216,10 @@ def main(args) -> int:
             with cpu_threads(args.threads):
                 rows.append(bench_backend(manifest, backend, args, device))
         except NoBatches as e:
-            raise UsageError(str(e)) from None
+            raise cli.UsageError(str(e)) from None
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
-                         "reason": one_line(e)})
+                         "reason": cli.one_line(e)})
         write_partial(rows, args.json, command=args.command_line)
     paths = report(rows, args.json, command=args.command_line, columns=COLUMNS,
                    title="Training throughput and data stall")

@@ -111,7 +111,7 @@ HIDDEN_LOGGERS = ("torch.utils.cpp_extension",)  # "No CUDA runtime is found" wh
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet_export():
     """Hide :data:`HIDDEN_WARNINGS` and the warnings of :data:`HIDDEN_LOGGERS` for the block."""
     loggers = [logging.getLogger(name) for name in HIDDEN_LOGGERS]
     levels = [logger.level for logger in loggers]
@@ -142,7 +142,7 @@ def _export(model: nn.Module, example: torch.Tensor, path: str | Path, *, dynami
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
     t0 = time.perf_counter()
-    with _quiet(), torch.no_grad():
+    with quiet_export(), torch.no_grad():
         build(path)
     export_s = time.perf_counter() - t0
     runner = load(path) if load is not None else load_exported(path, example.device)
@@ -349,7 +349,7 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> Calla
     if kind == "onnx":
         return OnnxRunner(path, device)
     if kind == "aoti":
-        with _quiet():
+        with quiet_export():
             compiled = torch._inductor.aoti_load_package(str(path))
 
         def run_aoti(x: torch.Tensor) -> torch.Tensor:

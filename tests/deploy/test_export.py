@@ -176,14 +176,15 @@ def test_quiet_hides_only_the_warnings_and_loggers_it_names(caplog):
     import logging
     import warnings
 
-    from accel.deploy.export import HIDDEN_LOGGERS, _quiet
+    from accel.deploy.export import HIDDEN_LOGGERS, quiet_export
 
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        with _quiet():
-            warnings.warn("_check_is_size will be removed in a future PyTorch release", FutureWarning)
-            warnings.warn("The tensor attributes self.lstm._flat_weights[0] were assigned during export")
-            warnings.warn("something about the model", UserWarning)
+        with quiet_export():
+            warnings.warn("_check_is_size will be removed in a future PyTorch release", FutureWarning, stacklevel=1)
+            warnings.warn("The tensor attributes self.lstm._flat_weights[0] were assigned during export",
+                          stacklevel=1)
+            warnings.warn("something about the model", UserWarning, stacklevel=1)
             logging.getLogger(HIDDEN_LOGGERS[0]).warning("No CUDA runtime is found")
             logging.getLogger("accel.elsewhere").warning("still shown")
     assert [str(w.message) for w in seen] == ["something about the model"]

@@ -1,6 +1,6 @@
 """vidaccel's library: decode, sample, load, augment, accelerate, export, measure.
 
-The public API (shared/DESIGN.md section 2)::
+The public API (README.md, "What is here"; the layout in "How the code is laid out")::
 
     from accel import open_video, sample_indices, sample_clips, build_loader
 """

@@ -88,9 +88,16 @@ def fail(prog: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def one_line(e: BaseException) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]
+def one_line(e: BaseException, *, typed: bool = False, limit: int | None = None) -> str:
+    """The first non-blank line of ``e``'s message (its type's name when it has none), for
+    one-line errors and report cells; ``typed``: as ``Type: line``; ``limit``: at most
+    that many characters."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = lines[0] if lines else ""
+    if typed:
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
+    text = text or type(e).__name__
+    return text if limit is None else text[:limit]
 
 
 # --------------------------------------------------------------------------- value types
@@ -118,10 +125,39 @@ non_negative_float = _bounded(float, 0.0, None, "a number >= 0")
 
 
 def positive_float(text: str) -> float:
-    v = non_negative_float(text)
-    if v == 0:
-        raise argparse.ArgumentTypeError("must be > 0, got 0")
+    v = non_negative_float(text) if not text.strip().startswith("-") else -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return v
+
+
+def bounded_int(low: int, high: int | None = None):
+    """An argparse type: an integer in [low, high] (no upper bound when None)."""
+    span = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    return _bounded(int, low, high, f"an integer {span}")
+
+
+def comma_list(kind=str, *, choices=None):
+    """An argparse type: ``a,b,c`` as a list of ``kind`` (empty items dropped), each one of
+    ``choices`` when given; a wrong item is refused naming the allowed values."""
+    def parse(text: str) -> list:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        values = []
+        for item in items:
+            try:
+                value = kind(item)
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                raise argparse.ArgumentTypeError(f"{item!r}: {one_line(e)}") from None
+            if choices is not None and value not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {item!r} (choose from {', '.join(map(str, choices))})")
+            values.append(value)
+        return values
+
+    parse.__name__ = "comma-separated list"
+    return parse
 
 
 def key_value(text: str) -> tuple[str, Any]:

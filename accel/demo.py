@@ -2,32 +2,39 @@
 report clips/s and the files that were skipped."""
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .cli import Parser, fail, non_negative_int, one_line, positive_int
 from .data.loader import LOADER_BACKENDS, build_loader
-from .data.manifests import SPLITS, load_manifest
+from .data.manifests import SPLITS, ManifestError, load_manifest
 from .data.sampling import STRATEGIES
+
+PROG = "python -m accel.demo"
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m accel.demo", description=__doc__)
-    p.add_argument("data", type=Path, help="dataset folder with train/val/test class folders")
-    p.add_argument("--decoder", "--backend", dest="decoder", choices=LOADER_BACKENDS, default="auto",
-                   help="video decoder (--backend: its old name)")
-    p.add_argument("--clip-len", type=int, default=16)
-    p.add_argument("--strategy", choices=STRATEGIES, default="uniform")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--workers", type=int, default=2)
+    p = Parser(prog=PROG, description=__doc__)
+    p.add("data", type=Path, help="dataset folder with train/val/test class folders")
+    p.add("--decoder", "--backend", dest="decoder", choices=LOADER_BACKENDS, default="auto",
+          help="video decoder (--backend: its old name)")
+    p.add("--clip-len", type=positive_int, default=16)
+    p.add("--strategy", choices=STRATEGIES, default="uniform")
+    p.add("--batch-size", type=positive_int, default=8)
+    p.add("--workers", type=non_negative_int, default=2)
     args = p.parse_args(argv)
+    if not args.data.exists():
+        fail(PROG, f"{args.data}: no such folder")
     splits = [s for s in SPLITS if (args.data / s).is_dir()] or [None]
     total_clips, total_s, skipped = 0, 0.0, []
     for split in splits:
-        manifest = load_manifest(args.data, split)
+        try:
+            manifest = load_manifest(args.data, split)
+        except ManifestError as e:
+            fail(PROG, one_line(e))
         loader = build_loader(manifest, batch_size=args.batch_size, clip_len=args.clip_len,
                               strategy=args.strategy, backend=args.decoder,
                               num_workers=args.workers, persistent_workers=False)

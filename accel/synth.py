@@ -26,8 +26,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from .cli import Parser, comma_list, fail, non_negative_int, one_line, positive_float, positive_int, unit_interval
+
 CODECS = {"h264": "libx264", "hevc": "libx265", "mpeg4": "mpeg4", "vp9": "libvpx-vp9",
           "av1": "libsvtav1"}
+PROG = "python -m accel.synth"
 KINDS = ("temporal", "index")
 
 # Brightness profiles: each is a list of segment directions (+1 rising, -1 falling); every
@@ -391,38 +394,37 @@ def make_dataset(out: str | Path, *, classes: int = 4, videos_per_class: int = 2
 
 
 def _parse_size(text: str) -> tuple[int, int]:
-    """'64' -> (64, 64); '640x360' -> (640, 360) as (width, height)."""
+    """'64' -> (64, 64); '640x360' -> (640, 360) as (width, height), each side >= 2."""
     try:
-        if "x" in text:
-            w, h = text.lower().split("x")
-            return int(w), int(h)
-        return int(text), int(text)
+        w, h = text.lower().split("x") if "x" in text else (text, text)
+        size = int(w), int(h)
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must be N or WxH, got {text!r}") from None
+    if min(size) < 2:
+        raise argparse.ArgumentTypeError(f"size must be at least 2x2, got {text!r}")
+    return size
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m accel.synth",
-        description="Write a class-folder dataset of real encoded videos: "
-                    "OUT/{train,val,test}/{class}/*.mp4")
-    p.add_argument("out", type=Path, help="output folder")
-    p.add_argument("--kind", choices=KINDS, default="temporal",
-                   help="temporal: classes told apart only by frame order; "
-                        "index: frames that show their own index (default: temporal)")
-    p.add_argument("--classes", type=int, default=4,
-                   help=f"number of classes (temporal: at most {len(TEMPORAL_CLASSES)})")
-    p.add_argument("--videos-per-class", "--videos_per_class", type=int, default=24)
-    p.add_argument("--frames", type=int, default=32, help="frames per video")
-    p.add_argument("--size", type=_parse_size, default=(64, 64), help="N or WxH (default 64)")
-    p.add_argument("--fps", type=float, default=16)
-    p.add_argument("--codec", choices=sorted(CODECS), default="h264")
-    p.add_argument("--gop", type=int, default=16, help="frames between keyframes")
-    p.add_argument("--bframes", type=int, default=0, help="max consecutive B-frames")
-    p.add_argument("--splits", type=lambda s: tuple(float(x) for x in s.split(",")),
-                   default=(0.6, 0.2, 0.2), help="train,val,test fractions (default 0.6,0.2,0.2)")
-    p.add_argument("--vfr", action="store_true", help="variable frame rate (irregular timestamps)")
-    p.add_argument("--seed", type=int, default=0)
+def build_parser() -> Parser:
+    p = Parser(prog=PROG, description="Write a class-folder dataset of real encoded videos: "
+                                      "OUT/{train,val,test}/{class}/*.mp4")
+    p.add("out", type=Path, help="output folder")
+    p.add("--kind", choices=KINDS, default="temporal",
+          help="temporal: classes told apart only by frame order; "
+               "index: frames that show their own index (default: temporal)")
+    p.add("--classes", type=positive_int, default=4,
+          help=f"number of classes (temporal: at most {len(TEMPORAL_CLASSES)})")
+    p.add("--videos-per-class", type=positive_int, default=24)
+    p.add("--frames", type=positive_int, default=32, help="frames per video")
+    p.add("--size", type=_parse_size, default=(64, 64), help="N or WxH (default 64)")
+    p.add("--fps", type=positive_float, default=16)
+    p.add("--codec", choices=sorted(CODECS), default="h264")
+    p.add("--gop", type=positive_int, default=16, help="frames between keyframes")
+    p.add("--bframes", type=non_negative_int, default=0, help="max consecutive B-frames")
+    p.add("--splits", type=comma_list(unit_interval), default=[0.6, 0.2, 0.2],
+          help="train,val,test fractions (default 0.6,0.2,0.2)")
+    p.add("--vfr", action="store_true", help="variable frame rate (irregular timestamps)")
+    p.add("--seed", type=int, default=0)
     return p
 
 
@@ -433,10 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         out = make_dataset(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
                            kind=args.kind, frames=args.frames, width=width, height=height,
                            fps=args.fps, codec=args.codec, gop=args.gop, bframes=args.bframes,
-                           splits=args.splits, vfr=args.vfr, seed=args.seed, progress=True)
+                           splits=tuple(args.splits), vfr=args.vfr, seed=args.seed, progress=True)
     except (ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fail(PROG, one_line(e))
     n = sum(1 for _ in out.rglob("*.mp4"))
     print(f"wrote {n} videos to {out}")
     return 0

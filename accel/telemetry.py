@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import psutil
 
+from .cli import one_line
+
 NA = "n/a"
 
 P99_SAFE_HZ = 2.0  # the sampling rate for benchmarks that report tail latencies
@@ -66,10 +68,6 @@ def nvml_driver_version() -> str | None:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}".splitlines()[0][:200]
-
-
 def nvml_counter_support(device_index: int = 0) -> dict[str, str]:
     """``{counter: "ok" | why not}`` for this GPU's NVML counters; ``{}`` without NVML."""
     nv = _nvml()
@@ -78,14 +76,14 @@ def nvml_counter_support(device_index: int = 0) -> dict[str, str]:
     try:
         h = nv.nvmlDeviceGetHandleByIndex(device_index)
     except Exception as e:  # noqa: BLE001  (NVML's error classes are generated at runtime)
-        return {name: f"no device {device_index} ({_error(e)})" for name in _COUNTERS}
+        return {name: f"no device {device_index} ({one_line(e, typed=True, limit=200)})" for name in _COUNTERS}
     out = {}
     for name, read in _COUNTERS.items():
         try:
             read(nv, h)
             out[name] = "ok"
         except Exception as e:  # noqa: BLE001
-            out[name] = _error(e)
+            out[name] = one_line(e, typed=True, limit=200)
     return out
 
 
@@ -126,7 +124,7 @@ class Telemetry:
                     out.update(read(self._nv, self._handle))
                     continue
                 except Exception as e:  # noqa: BLE001  (NVMLError_NotSupported, _NoPermission, ...)
-                    self.unsupported[name] = _error(e)
+                    self.unsupported[name] = one_line(e, typed=True, limit=200)
             out.update({f: NA for f in _FIELDS[name]})
         return out
 

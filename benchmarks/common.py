@@ -6,6 +6,7 @@ Markdown files beside it hold the same records, one row each.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import datetime as _dt
@@ -16,7 +17,7 @@ import os
 import platform
 import subprocess
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, NoReturn, Sequence
 
 import numpy as np
 
@@ -190,6 +191,49 @@ def write_partial(records: list[dict], json_path: str | os.PathLike, *, command:
                               indent=2, default=str) + "\n")
     os.replace(tmp, json_path)
     return json_path
+
+
+class TorchFreeParser(argparse.ArgumentParser):
+    """``accel.cli.Parser``'s one-line errors (exit 2) for the command chooser and ``compare``,
+    which must not import torch: importing ``accel.cli`` imports ``accel`` (torch)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_common_args(p: argparse.ArgumentParser, *, json: Path | None, json_help: str = "",
+                    torch_run: bool = False) -> None:
+    """The options every benchmark command shares: ``--json`` (the results file; its
+    ``.csv`` and ``.md`` are written beside it) and, for ``torch_run`` commands (those that
+    run a model), ``--device``, ``--threads`` and ``--no-cudnn-benchmark``. ``p`` is an
+    ``accel.cli.Parser``."""
+    from accel.cli import positive_int
+
+    p.add("--json", type=Path, default=json,
+          help=json_help or "results file; .csv and .md are written beside it (default: %(default)s)")
+    if not torch_run:
+        return
+    p.add("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add("--threads", type=positive_int, default=None,
+          help="CPU threads for torch and ONNX Runtime (default: torch's default). On a shared or "
+               "busy machine use 1: OpenMP with more threads than free cores inflates times many-fold")
+    p.add("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
+          help="leave cuDNN autotuning off (on by default: fixed shapes, tuned in the warm-up)")
+
+
+def report(rows: list[dict], json_path: str | os.PathLike, *, command: str, columns: Sequence[str],
+           title: str, notes: str = "", headers: Sequence[str] | None = None,
+           formats: Mapping[str, Callable[[Mapping[str, object]], str]] | None = None) -> dict[str, Path]:
+    """``write_results``, then the table on stdout; the caller prints its summary and
+    :func:`wrote`."""
+    paths = write_results(rows, json_path, command=command, columns=columns, headers=headers,
+                          title=title, notes=notes, formats=formats)
+    print(markdown_table(rows, columns, headers, formats=formats))
+    return paths
+
+
+def wrote(paths: Mapping[str, Path]) -> None:
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 
 def set_cudnn_benchmark(on: bool) -> None:

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import markdown_table
+from benchmarks.common import TorchFreeParser, markdown_table
 
 KEY_FIELDS = ("name", "model", "variant", "mode", "batch_size", "frames", "size", "backend",
               "workers", "clip_len", "gop", "fps", "device")
@@ -102,12 +102,23 @@ def compare(results: list[dict], baseline: list[dict], *, metrics: list[str], th
     return rows
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def _fraction(text: str) -> float:
+    """An argparse type: a number >= 0 (accel.cli's ``non_negative_float``, which this
+    torch-free command cannot import)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return v
+
+
+def build_parser(prog: str) -> TorchFreeParser:
+    p = TorchFreeParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("results", type=Path, help="the new results JSON")
     p.add_argument("baseline", type=Path, help="the saved baseline JSON")
-    p.add_argument("--threshold", type=float, default=0.10,
+    p.add_argument("--threshold", type=_fraction, default=0.10,
                    help="relative change that counts as a regression (default 0.10 = 10%%)")
     p.add_argument("--metric", action="append", default=None,
                    help="metric to hold (repeatable or comma-separated; default clips_per_s, "
@@ -119,9 +130,6 @@ def build_parser(prog: str) -> argparse.ArgumentParser:
 
 
 def main(args) -> int:
-    if args.threshold < 0:
-        print(f"--threshold must be >= 0, got {args.threshold}", file=sys.stderr)
-        return 2
     try:
         results, baseline = load_records(args.results), load_records(args.baseline)
         pytest_benchmark = bool(results) and "name" in results[0] and "model" not in results[0]

@@ -13,8 +13,6 @@ what ``accel.prepare`` writes) and ``tiny`` (64x64, 50 frames, 8-frame clips).
 """
 from __future__ import annotations
 
-import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -23,11 +21,13 @@ from pathlib import Path
 
 import torch
 
+from accel.cli import Parser, comma_list, positive_int
 from accel.data.dataset import VideoClipDataset
 from accel.data.manifests import folder_manifest
 from accel.data.sampling import sample_indices
-from accel.io.backends import open_video
+from accel.io.backends import AUTO_ORDER, open_video
 from accel.synth import write_index_video
+from benchmarks.cpu import children_cpu_s
 
 # kind: (width, height, frames, gop, clip_len)
 KINDS = {"prepared": (224, 128, 300, 16, 16), "tiny": (64, 64, 50, 30, 8)}
@@ -43,22 +43,6 @@ def make_files(root: Path, kind: str, *, videos: int = 4) -> Path:
         if not path.exists():
             write_index_video(path, frames, width=width, height=height, gop=gop, seed=i)
     return root / kind
-
-
-def children_cpu_s() -> dict[int, float]:
-    """CPU seconds (user + system) of each live child of this process, by pid (Linux /proc)."""
-    me, ticks, out = os.getpid(), os.sysconf("SC_CLK_TCK"), {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        if int(fields[1]) == me:  # ppid
-            out[int(name)] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return out
 
 
 def measure(data: Path, kind: str, backend: str, *, clips: int, warmup: int = 5) -> dict:
@@ -104,22 +88,20 @@ def measure(data: Path, kind: str, backend: str, *, clips: int, warmup: int = 5)
     return row
 
 
-def build_parser(prog: str = "python -m benchmarks.decode_child") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
-    p.add_argument("--backends", default="pyav,torchcodec", help="comma-separated (default: %(default)s)")
-    p.add_argument("--kinds", default="prepared,tiny", help=f"of {', '.join(KINDS)} (default: %(default)s)")
-    p.add_argument("--clips", type=int, default=50, help="timed clips per mode (default: %(default)s)")
-    p.add_argument("--cache", type=Path, default=None, help="where the files are made (default: a temp dir)")
+def build_parser(prog: str = "python -m benchmarks.decode_child") -> Parser:
+    p = Parser(prog=prog, description=__doc__.split("\n\n")[0])
+    p.add("--backends", type=comma_list(choices=AUTO_ORDER), default=["pyav", "torchcodec"],
+          help="comma-separated (default: pyav,torchcodec)")
+    p.add("--kinds", type=comma_list(choices=tuple(KINDS)), default=list(KINDS),
+          help=f"comma-separated, of {', '.join(KINDS)} (default: all)")
+    p.add("--clips", type=positive_int, default=50, help="timed clips per mode (default: %(default)s)")
+    p.add("--cache", type=Path, default=None, help="where the files are made (default: a temp dir)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(1)
-    kinds = args.kinds.split(",")
-    for kind in kinds:
-        if kind not in KINDS:
-            raise SystemExit(f"--kinds: unknown kind {kind!r}; allowed: {', '.join(KINDS)}")
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         columns = ["kind", "backend", "bare_ms", "in_process_ms", "child_ms",
@@ -127,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                    "bare_cpu_ms", "in_process_cpu_ms", "child_cpu_ms"]
         print("| " + " | ".join(columns) + " |")
         print("|" + "---|" * len(columns))
-        for kind in kinds:
+        for kind in args.kinds:
             data = make_files(cache, kind)
-            for backend in args.backends.split(","):
+            for backend in args.backends:
                 r = measure(data, kind, backend, clips=args.clips)
                 print("| " + " | ".join(str(r[c]) for c in columns) + " |", flush=True)
     return 0

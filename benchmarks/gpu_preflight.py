@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from accel.cli import Parser, one_line
+
 NVCUVID = "libnvcuvid.so.1"
 NVDEC_PROBE_FRAMES = [3, 0, 7]
 
@@ -36,7 +38,7 @@ def probe_nvcuvid(name: str = NVCUVID) -> str | None:
     try:
         ctypes.CDLL(name)
     except OSError as e:
-        return f"{name} does not load ({str(e).splitlines()[0]})"
+        return f"{name} does not load ({one_line(e)})"
     return None
 
 
@@ -54,7 +56,7 @@ def probe_nvdec(decode: Callable | None = None, *, workdir: Path | None = None) 
             (got,) = decode([(str(path), NVDEC_PROBE_FRAMES)], device="gpu")
             seen = [read_frame_index(f) for f in got.numpy()]
         except Exception as e:  # noqa: BLE001  (any failure means: do not start the DALI steps)
-            return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            return one_line(e, typed=True, limit=200)
     return None if seen == NVDEC_PROBE_FRAMES else f"frames {seen} came back for {NVDEC_PROBE_FRAMES}"
 
 
@@ -98,7 +100,7 @@ def probe_dali(found: dict[str, Any], tier: str) -> None:
         say("DALI", f"{dali.__version__} (built for CUDA {dali.__cuda_version__ // 1000}, {dali.__cuda_version__})")
     except Exception as e:  # noqa: BLE001  (missing, or a wheel for another CUDA)
         found["dali"] = None
-        say("DALI", f"not importable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; "
+        say("DALI", f"not importable ({one_line(e, typed=True)}; "
                     f"{found['dali_hint']})" + ("" if tier == "dali" else "; the core tier goes on without it"))
 
 
@@ -141,11 +143,11 @@ def run(out: Path, tier: str, cpu: bool, *, decode: Callable | None = None) -> i
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_preflight", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("out", type=Path, help="where the findings go (JSON)")
-    p.add_argument("--tier", choices=("core", "dali"), default="core")
-    p.add_argument("--cpu", action="store_true", help="the CPU rehearsal: no CUDA device is fine")
+    p = Parser(prog="python -m benchmarks.gpu_preflight", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("out", type=Path, help="where the findings go (JSON)")
+    p.add("--tier", choices=("core", "dali"), default="core")
+    p.add("--cpu", action="store_true", help="the CPU rehearsal: no CUDA device is fine")
     args = p.parse_args(argv)
     return run(args.out, args.tier, args.cpu)
 

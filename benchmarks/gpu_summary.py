@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import TorchFreeParser
+
 
 def _json(path: Path) -> Any:
     try:
@@ -143,11 +145,13 @@ def write_summary(out: Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1 or not Path(argv[0]).is_dir():
-        print("usage: python -m benchmarks.gpu_summary RESULTS_DIR (an existing folder)", file=sys.stderr)
-        return 2
-    print(write_summary(Path(argv[0])))
+    # torch-free (accel.cli imports torch): the summary is written even where torch broke.
+    p = TorchFreeParser(prog="python -m benchmarks.gpu_summary", description=__doc__.splitlines()[0])
+    p.add_argument("results_dir", type=Path, help="gpu_check.sh's results folder")
+    args = p.parse_args(argv)
+    if not args.results_dir.is_dir():
+        p.error(f"{args.results_dir}: no such folder")
+    print(write_summary(args.results_dir))
     return 0
 
 

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from accel.cli import Parser, positive_int
 from accel.data.manifests import Manifest, csv_manifest
+from benchmarks.common import add_common_args
 
 CLASSES = ("cholecystectomy", "appendectomy", "hernia_repair", "biopsy", "suture", "clip", "idle")
 CLIPS_PER_RECORDING = 5_000
@@ -107,20 +109,17 @@ def measure(csv_path: Path, *, with_objects: bool = True) -> dict:
     return record
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, default=1_000_000, help="rows of the generated CSV")
-    p.add_argument("--csv", type=Path, default=None, help="measure this CSV instead of a generated one")
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/manifests_cpu.json"))
+def build_parser(prog: str) -> Parser:
+    p = Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("--rows", type=positive_int, default=1_000_000, help="rows of the generated CSV")
+    p.add("--csv", type=Path, default=None, help="measure this CSV instead of a generated one")
+    add_common_args(p, json=Path("benchmarks/results/manifests_cpu.json"))
     return p
 
 
 def main(args) -> int:
     from benchmarks.common import write_results
 
-    if args.rows < 1:
-        raise SystemExit(f"error: --rows must be >= 1, got {args.rows}")
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = args.csv or write_manifest_csv(Path(tmp) / "clips.csv", args.rows)
         record = measure(csv_path)

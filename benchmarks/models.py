@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import importlib.util
 import math
 import tempfile
@@ -36,16 +37,18 @@ from typing import Any, Callable
 import torch
 from tqdm import tqdm
 
+from accel.cli import Parser, comma_list, non_negative_int, one_line, positive_float, positive_int, resolve_device
 from accel.deploy.perf import sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
 from benchmarks.common import (
+    add_common_args,
     cpu_threads,
     fp32_math,
-    markdown_table,
+    report,
     set_cudnn_benchmark,
     summarize_ms,
     write_partial,
-    write_results,
+    wrote,
 )
 from benchmarks.timing import make_input_pool, time_inference, time_train_step
 
@@ -301,24 +304,42 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, (torch.cuda.OutOfMemoryError, MemoryError)) or "out of memory" in str(e)
 
 
-def _reason(e: BaseException) -> str:
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{type(e).__name__}: {first}"[:300]
-
-
 # --------------------------------------------------------------------------- the run
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BenchOptions:
+    """How :class:`ModelBench` builds, feeds and times a model (the command's options)."""
+
+    num_classes: int = 7
+    frames: int | None = None  # clip length; None: the model's
+    size: int | None = None  # frame side; None: the model's
+    warmup: int = 5
+    iters: int = 30
+    pool: int = 4  # distinct input batches to rotate through
+    compile_mode: str = "default"
+    parity_tol: float = 1e-3  # max |logit diff| of an fp32 variant vs eager fp32 (scaled)
+    threads: int | None = None  # CPU threads for ONNX Runtime sessions
+    seed: int = 0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, device: torch.device) -> BenchOptions:
+        """The command's options; ``--parity-tol`` unset: 5e-3 on CUDA (TF32 convolutions), else 1e-3."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"parity_tol"}
+        tol = args.parity_tol if args.parity_tol is not None else 5e-3 if device.type == "cuda" else 1e-3
+        return cls(**{n: getattr(args, n) for n in names}, parity_tol=tol)
+
+
 class ModelBench:
     """Everything about one model: the eager fp32 instance, references, export cache."""
 
-    def __init__(self, name: str, args, device: torch.device, export_dir: Path):
+    def __init__(self, name: str, options: BenchOptions, device: torch.device, export_dir: Path):
         from models import create_model, resolve_data_config
 
-        self.name, self.args, self.device, self.export_dir = name, args, device, export_dir
-        torch.manual_seed(args.seed)
-        self.model = create_model(name, num_classes=args.num_classes).eval()
+        self.name, self.options, self.device, self.export_dir = name, options, device, export_dir
+        torch.manual_seed(options.seed)
+        self.model = create_model(name, num_classes=options.num_classes).eval()
         cfg = resolve_data_config(self.model)  # the model's usual input
-        self.frames = args.frames or cfg.clip_len
-        self.size = args.size or cfg.size
+        self.frames = options.frames or cfg.clip_len
+        self.size = options.size or cfg.size
         self.params = sum(p.numel() for p in self.model.parameters())
         self.gflops = gflops_or_none(self.model, self.frames, self.size)
         self.model.to(device)
@@ -332,13 +353,13 @@ class ModelBench:
                 "ms_per_clip": None, "clips_per_s": None, "p50_ms": None, "p95_ms": None,
                 "p99_ms": None, "peak_mem_mb": None, "device": str(self.device),
                 "cpu_threads": torch.get_num_threads(), "max_abs_diff": None,
-                "top1_agree": None, "parity_tol": self.args.parity_tol,
+                "top1_agree": None, "parity_tol": self.options.parity_tol,
                 "compile_s": None, "export_s": None,
-                "warmup": self.args.warmup, "iters": self.args.iters, "status": "ok", "reason": ""}
+                "warmup": self.options.warmup, "iters": self.options.iters, "status": "ok", "reason": ""}
 
     def pool(self, batch_size: int) -> list[torch.Tensor]:
         return make_input_pool((batch_size, 3, self.frames, self.size, self.size),
-                               n=self.args.pool, device=self.device, seed=self.args.seed)
+                               n=self.options.pool, device=self.device, seed=self.options.seed)
 
     def runner(self, variant: str, example: torch.Tensor) -> tuple[Callable, dict]:
         """Optimised wrappers are cheap and per call; exports are made once (dynamic batch)."""
@@ -348,19 +369,19 @@ class ModelBench:
             if variant not in self.runners:
                 ex = example if example.shape[0] >= 2 else torch.cat([example, example])
                 self.runners[variant] = build_runner(variant, self.model, ex, device=self.device,
-                                                     compile_mode=self.args.compile_mode,
+                                                     compile_mode=self.options.compile_mode,
                                                      export_dir=self.export_dir, tag=self.name,
-                                                     threads=self.args.threads)
+                                                     threads=self.options.threads)
             return self.runners[variant]
         return build_runner(variant, copy.deepcopy(self.model), example, device=self.device,
-                            compile_mode=self.args.compile_mode, export_dir=self.export_dir)
+                            compile_mode=self.options.compile_mode, export_dir=self.export_dir)
 
     def run(self, variant: str, mode: str, batch_size: int) -> dict[str, Any]:
         rec = self.base_record(variant, mode, batch_size)
         why = why_unavailable(variant, mode, self.device)
         if why:
             return rec | {"status": "skipped", "reason": why}
-        a = self.args
+        a = self.options
         try:
             pool = self.pool(batch_size)
             if mode == "train":
@@ -379,27 +400,29 @@ class ModelBench:
             return rec | ({"status": "error", "reason": wrong} if wrong else {})
         except Exception as e:  # one variant failing must not cost the rest of the table
             status = "skipped" if _is_oom(e) else "error"
-            reason = f"out of memory at batch {batch_size}" if _is_oom(e) else _reason(e)
+            reason = f"out of memory at batch {batch_size}" if _is_oom(e) else one_line(e, typed=True, limit=300)
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             return rec | {"status": status, "reason": reason}
 
 
-def batch_plan(args) -> list[int]:
-    sizes = sorted(set(args.batch_size) | ({1} if args.batch_sweep else set()))
-    return sizes
+def batch_plan(sizes: list[int], *, sweep: bool) -> list[int]:
+    """The fixed batch sizes, and batch 1 (latency) with the sweep."""
+    return sorted(set(sizes) | ({1} if sweep else set()))
 
 
-def run_case(bench: ModelBench, variant: str, mode: str, args, bar: tqdm) -> list[dict]:
-    """Fixed batch sizes, then (with --batch-sweep) doubling until clips/s saturates."""
+def run_case(bench: ModelBench, variant: str, mode: str, bar: tqdm, *, sizes: list[int],
+             sweep_to: int | None) -> list[dict]:
+    """Fixed batch sizes, then (``sweep_to``: --batch-sweep's --max-batch) doubling until
+    clips/s saturates."""
     records = []
-    for bs in batch_plan(args):
+    for bs in batch_plan(sizes, sweep=sweep_to is not None):
         bar.set_postfix_str(f"{bench.name} {variant} {mode} bs={bs}")
         records.append(bench.run(variant, mode, bs))
-    if not args.batch_sweep or records[-1]["status"] != "ok":
+    if sweep_to is None or records[-1]["status"] != "ok":
         return records
     best, bs = records[-1], records[-1]["batch_size"] * 2
-    while bs <= args.max_batch:
+    while bs <= sweep_to:
         bar.set_postfix_str(f"{bench.name} {variant} {mode} sweep bs={bs}")
         rec = bench.run(variant, mode, bs)
         rec["sweep"] = True
@@ -410,87 +433,62 @@ def run_case(bench: ModelBench, variant: str, mode: str, args, bar: tqdm) -> lis
     return records
 
 
-def _csv_list(kind: Callable[[str], Any]) -> Callable[[str], list]:
-    def parse(text: str) -> list:
-        items = [kind(t.strip()) for t in text.split(",") if t.strip()]
-        if not items:
-            raise argparse.ArgumentTypeError("expected a comma-separated list")
-        return items
-    return parse
+def variant_type(text: str) -> str:
+    """An argparse type: a variant ``parse_variant`` knows, or ``all``."""
+    if text != "all":
+        try:
+            parse_variant(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return text
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
+def build_parser(prog: str) -> Parser:
     from accel.deploy.perf import COMPILE_MODES
+    from models import list_models
 
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", type=_csv_list(str), default=["tsm_resnet18"],
-                   help="comma-separated model names, or 'all' (default: tsm_resnet18)")
-    p.add_argument("--variants", type=_csv_list(str), default=["eager"],
-                   help="comma-separated variants, or 'all': " + ", ".join(ALL_VARIANTS)
-                   + "; combine optimisations with '+' (default: eager)")
-    p.add_argument("--mode", choices=("infer", "train", "both"), default="infer")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=_csv_list(int), default=[8],
-                   help="comma-separated batch sizes (default 8)")
-    p.add_argument("--batch-sweep", action="store_true",
-                   help="add batch 1 (latency) and double the largest batch until clips/s gains "
-                        f"< {SATURATION_GAIN * 100:.0f}%% or memory runs out")
-    p.add_argument("--max-batch", type=int, default=256,
-                   help="upper bound of the sweep (exports are built for batches up to 256)")
-    p.add_argument("--frames", type=int, default=None, help="clip length (default: the model's)")
-    p.add_argument("--size", type=int, default=None, help="frame side (default: the model's)")
-    p.add_argument("--num-classes", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--iters", type=int, default=30)
-    p.add_argument("--pool", type=int, default=4, help="distinct input batches to rotate through")
-    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
-    p.add_argument("--parity-tol", type=float, default=None,
-                   help="max |logit difference| an fp32 variant may have against eager fp32, "
-                        "scaled by max(1, largest logit); beyond it the row is an error "
-                        "(default 1e-3 on CPU, 5e-3 on CUDA where convolutions use TF32)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch and ONNX Runtime (default: torch's default). "
-                        "On a shared or busy machine use 1: OpenMP with more threads than free "
-                        "cores inflates times many-fold")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--export-dir", type=Path, default=None,
-                   help="keep exported artifacts here (default: a temporary folder)")
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/models.json"),
-                   help="results file; .csv, .md and .png are written beside it")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
-                   help="leave cuDNN autotuning off (on by default: fixed shapes, tuned in the warm-up)")
+    p = Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("--models", type=comma_list(choices=("all", *list_models())), default=["tsm_resnet18"],
+          help="comma-separated model names, or 'all' (default: tsm_resnet18)")
+    p.add("--variants", type=comma_list(variant_type), default=["eager"],
+          help="comma-separated variants, or 'all': " + ", ".join(ALL_VARIANTS)
+          + "; combine optimisations with '+' (default: eager)")
+    p.add("--mode", choices=("infer", "train", "both"), default="infer")
+    p.add("--batch-size", type=comma_list(positive_int), default=[8],
+          help="comma-separated batch sizes (default 8)")
+    p.add("--batch-sweep", action="store_true",
+          help="add batch 1 (latency) and double the largest batch until clips/s gains "
+               f"< {SATURATION_GAIN * 100:.0f}%% or memory runs out")
+    p.add("--max-batch", type=positive_int, default=256,
+          help="upper bound of the sweep (exports are built for batches up to 256)")
+    p.add("--frames", type=positive_int, default=None, help="clip length (default: the model's)")
+    p.add("--size", type=positive_int, default=None, help="frame side (default: the model's)")
+    p.add("--num-classes", type=positive_int, default=7)
+    p.add("--warmup", type=non_negative_int, default=5)
+    p.add("--iters", type=positive_int, default=30)
+    p.add("--pool", type=positive_int, default=4, help="distinct input batches to rotate through")
+    p.add("--compile-mode", choices=COMPILE_MODES, default="default")
+    p.add("--parity-tol", type=positive_float, default=None,
+          help="max |logit difference| an fp32 variant may have against eager fp32, "
+               "scaled by max(1, largest logit); beyond it the row is an error "
+               "(default 1e-3 on CPU, 5e-3 on CUDA where convolutions use TF32)")
+    p.add("--seed", type=int, default=0)
+    p.add("--export-dir", type=Path, default=None,
+          help="keep exported artifacts here (default: a temporary folder)")
+    p.add("--no-plot", action="store_true")
+    add_common_args(p, json=Path("benchmarks/results/models.json"), torch_run=True,
+                    json_help="results file; .csv, .md and .png are written beside it")
     return p
 
 
 def resolve_args(args) -> tuple[list[str], list[str], list[str], torch.device]:
-    from accel.cli import UsageError, resolve_device
+    """Model names, variants and modes with 'all' / 'both' spelled out; the device."""
     from models import list_models
 
-    known = list_models()
-    names = known if args.models == ["all"] else args.models
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(known)}")
-    variants = list(ALL_VARIANTS) if args.variants == ["all"] else args.variants
-    for v in variants:
-        try:
-            parse_variant(v)
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
-    if min(args.batch_size) < 1 or args.warmup < 0 or args.iters < 1 or args.pool < 1:
-        raise SystemExit("--batch-size, --iters and --pool must be >= 1 and --warmup >= 0")
+    names = list_models() if "all" in args.models else args.models
+    variants = list(ALL_VARIANTS) if "all" in args.variants else args.variants
     modes = list(MODES) if args.mode == "both" else [args.mode]
-    try:
-        device = resolve_device(args.device)
-    except UsageError as e:
-        raise SystemExit(str(e)) from None
-    if args.parity_tol is None:
-        args.parity_tol = 5e-3 if device.type == "cuda" else 1e-3
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
-    return names, variants, modes, device
+    return names, variants, modes, resolve_device(args.device)
 
 
 def summary_text(records: list[dict]) -> str:
@@ -532,6 +530,7 @@ def summary_text(records: list[dict]) -> str:
 
 def main(args) -> int:
     names, variants, modes, device = resolve_args(args)
+    options = BenchOptions.from_args(args, device)
     set_cudnn_benchmark(args.cudnn_benchmark)
     records: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="vidaccel-exports-") as tmp, cpu_threads(args.threads):
@@ -540,23 +539,23 @@ def main(args) -> int:
         with tqdm(total=len(names) * len(cases), desc="models", unit="case") as bar:
             for name in names:
                 bar.set_postfix_str(f"building {name}")
-                bench = ModelBench(name, args, device, export_dir)
+                bench = ModelBench(name, options, device, export_dir)
                 for variant, mode in cases:
-                    records.extend(run_case(bench, variant, mode, args, bar))
+                    records.extend(run_case(bench, variant, mode, bar, sizes=args.batch_size,
+                                            sweep_to=args.max_batch if args.batch_sweep else None))
                     write_partial(records, args.json, command=args.command_line)
                     bar.update()
                 del bench
-    paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
-                          formats=FORMATS, title="Model benchmark", notes=NOTES)
+    paths = report(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
+                   formats=FORMATS, title="Model benchmark", notes=NOTES)
     if not args.no_plot:
         from benchmarks.plots import plot_throughput
 
         png = plot_throughput(records, Path(args.json).with_suffix(".png"))
         if png:
             paths["png"] = png
-    print(markdown_table(records, COLUMNS, HEADERS, formats=FORMATS))
     print(summary_text(records))
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    wrote(paths)
     errors = [r for r in records if r["status"] == "error"]
     if errors:
         print(f"{len(errors)} variant(s) failed; see the status column")

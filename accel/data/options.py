@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from .sampling import ShortPolicy
 
 if TYPE_CHECKING:  # accel.data.dali loads only when DALI is asked for
-    from .dali import DaliAugment
+    from .dali.augment import DaliAugment
 
 DaliDevice = Literal["gpu", "cpu"]
 DALI_DEVICES: tuple[DaliDevice, ...] = get_args(DaliDevice)

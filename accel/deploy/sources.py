@@ -25,6 +25,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..cli import one_line
+
 __all__ = ["SourceError", "SourceFrame", "VideoSource", "expand_sources", "source_kind", "LIVE_SCHEMES",
            "VIDEO_SUFFIXES"]
 
@@ -73,10 +75,6 @@ def expand_sources(spec: str) -> list[str]:
     if not path.is_file():
         raise SourceError(f"{spec}: no such file, folder or stream")
     return [spec]
-
-
-def _first_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class VideoSource:
@@ -135,7 +133,7 @@ class VideoSource:
             else:
                 container = av.open(self.spec)
         except Exception as e:  # PyAV raises FFmpegError subclasses and OSError
-            raise SourceError(f"{self.spec}: cannot open ({_first_line(e)})") from None
+            raise SourceError(f"{self.spec}: cannot open ({one_line(e)})") from None
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.spec}: has no video stream (audio only?)")
@@ -204,7 +202,7 @@ class VideoSource:
                     return  # a file or stdin ended
             except Exception as e:  # a demuxer error: a file's is the end, a stream's a stall
                 if self.kind != "url":
-                    self.stall_message = f"{self.spec}: read error after {self.frames} frames ({_first_line(e)})"
+                    self.stall_message = f"{self.spec}: read error after {self.frames} frames ({one_line(e)})"
                     return
             if not self._reopen(last):
                 return
@@ -235,7 +233,7 @@ class VideoSource:
             k = 0
             while (item := q.get()) is not None:
                 if isinstance(item, BaseException):
-                    raise SourceError(f"{self.spec}: {_first_line(item)}") from None
+                    raise SourceError(f"{self.spec}: {one_line(item)}") from None
                 yield SourceFrame(k, item[1], item[0], item[2])
                 k += 1
         finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..cli import one_line
 from ..data.dataset import resize_frames
 from ..data.reading import READ_ERRORS, SkippedSample, read_frames
 from ..data.sampling import Strategy, clip_seed, sample_indices
@@ -67,7 +68,7 @@ def decoder_cost(files: list[dict], backend: str, options: CostOptions) -> dict:
         try:
             ms = time_clip(path, max(k, 0), backend, options)
         except READ_ERRORS as e:
-            failed.append(f"{path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            failed.append(f"{path}: {one_line(e)}")
             continue
         if k >= 0:
             times.append(ms)
@@ -94,7 +95,7 @@ def prepare_speedup(files: list[dict], backend: str, options: CostOptions) -> di
             try:
                 prepare_video(record["path"], dst, settings)
             except (PrepareError, OSError, ValueError, RuntimeError) as e:
-                failed.append(f"{record['path']}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                failed.append(f"{record['path']}: {one_line(e)}")
                 continue
             time_clip(dst, k, backend, options)  # warm the prepared file's first open too
             pair = [record["path"], dst]

@@ -18,6 +18,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..cli import one_line
 from ..data.sampling import mix_seed, sample_indices
 from ..io.backends import open_video
 
@@ -56,7 +57,7 @@ def compare_dali(record: dict, indices: list[int], reference: np.ndarray, device
     try:
         frames = decode_frames([(record["path"], indices)], device=device)[0].numpy().astype(np.int16)
     except Exception as e:  # noqa: BLE001 - DALI's own errors: a mismatch to list
-        return [{**entry, "frames": indices, "error": f"{type(e).__name__}: {e}".splitlines()[0]}]
+        return [{**entry, "frames": indices, "error": one_line(e, typed=True)}]
     if frames.shape != reference.shape:
         return [{**entry, "frames": indices, "error": f"shape {frames.shape} vs {reference.shape}"}]
     mean = np.abs(frames - reference).reshape(len(indices), -1).mean(axis=1)
@@ -87,7 +88,7 @@ def compare_file(record: dict, backends: list[str], clip_len: int, seed: int,
         reference = decode(record["path"], REFERENCE, indices).astype(np.int16)
     except Exception as e:  # noqa: BLE001 - the reference itself fails: nothing to compare with
         return [{"path": record["path"], "decoder": REFERENCE, "reference": REFERENCE,
-                 "frames": indices, "error": f"{type(e).__name__}: {e}".splitlines()[0]}], 0
+                 "frames": indices, "error": one_line(e, typed=True)}], 0
     tol = tolerance_of(record)
     found = []
     for backend in backends:
@@ -97,7 +98,7 @@ def compare_file(record: dict, backends: list[str], clip_len: int, seed: int,
             frames = decode(record["path"], backend, indices).astype(np.int16)
         except Exception as e:  # noqa: BLE001 - any failure of one decoder is a mismatch to list
             found.append({"path": record["path"], "decoder": backend, "reference": REFERENCE,
-                          "frames": indices, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
+                          "frames": indices, "error": one_line(e, typed=True)})
             continue
         if frames.shape != reference.shape:
             found.append({"path": record["path"], "decoder": backend, "reference": REFERENCE,

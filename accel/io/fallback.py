@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..cli import one_line
 from .index import StreamIndex
 from .index_store import index_stream
 from .pyav import PyAVReader
@@ -82,8 +83,7 @@ class FallbackReader(VideoReader):
         try:
             handle = make()
         except errors as e:
-            first = str(e).strip().splitlines()[0][-120:] if str(e).strip() else type(e).__name__
-            return None, f"{self.backend} cannot decode {index.codec} ({first})"
+            return None, f"{self.backend} cannot decode {index.codec} ({one_line(e)[-120:]})"
         if len(handle) != index.num_frames:
             return None, f"{self.backend} counts {len(handle)} frames where the stream has {index.num_frames}"
         return handle, None

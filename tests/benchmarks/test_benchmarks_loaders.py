@@ -41,7 +41,8 @@ def test_loaders_benchmark_on_demo_data(tmp_path, temporal_dataset):
 def test_loaders_benchmark_refuses_unknown_backend(tmp_path):
     r = subprocess.run([sys.executable, "-m", "benchmarks", "loaders", "--backends", "naive,opencv",
                         "--json", str(tmp_path / "x.json")], capture_output=True, text=True)
-    assert r.returncode != 0 and "opencv" in r.stderr and "naive" in r.stderr
+    assert r.returncode == 2 and "opencv" in r.stderr and "naive" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bare_decoder_rows_read_the_loaders_clips(temporal_dataset):
@@ -62,17 +63,19 @@ def test_bare_decoder_rows_read_the_loaders_clips(temporal_dataset):
     assert raw[1] == raw[3] and raw[0] != raw[1]  # a clip per entry, not per position in the plan
 
 
-def test_prepared_pair_with_other_frames_is_refused(tmp_path):
+def test_prepared_pair_with_other_frames_is_refused(tmp_path, capsys):
     """--prepared pairs the same clip of both datasets: other frame counts are not a pair."""
     from accel.synth import make_dataset
     from benchmarks.__main__ import main as bench_main
 
     kw = dict(classes=2, videos_per_class=1, width=32, height=32, splits=(1.0, 0.0, 0.0))
     a, b = make_dataset(tmp_path / "a", frames=12, **kw), make_dataset(tmp_path / "b", frames=20, **kw)
-    with pytest.raises(SystemExit, match="gives other frames than"):
+    with pytest.raises(SystemExit) as e:
         bench_main(["loaders", "--data", str(a), "--prepared", str(b), "--split", "train", "--backends",
                     "pyav", "--clips", "2", "--clip-len", "4", "--size", "0", "--workers", "0",
                     "--json", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "gives other frames than" in err and len(err.strip().splitlines()) == 1
 
 
 def test_costs_mode_reports_every_layer_of_every_kind_against_the_floor(tmp_path):

@@ -143,17 +143,37 @@ def test_bad_variant_lists_allowed_values(bad):
         bm.parse_variant(bad)
 
 
-def test_cli_rejects_unknown_model_and_variant(tmp_path):
-    with pytest.raises(SystemExit, match="unknown model"):
-        bench_main(["models", "--models", "nope", "--json", str(tmp_path / "x.json")])
-    with pytest.raises(SystemExit, match="unknown variant"):
-        bench_main(["models", "--variants", "turbo", "--json", str(tmp_path / "x.json")])
+def refused(capsys, argv) -> str:
+    """The one line ``python -m benchmarks`` stops with (exit 2)."""
+    with pytest.raises(SystemExit) as e:
+        bench_main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    return err
 
 
-def test_cuda_device_without_cuda_is_refused_in_one_line(tmp_path, monkeypatch):
+def test_cli_rejects_unknown_model_and_variant(tmp_path, capsys):
+    err = refused(capsys, ["models", "--models", "nope", "--json", str(tmp_path / "x.json")])
+    assert "unknown 'nope'" in err and "tsm_resnet18" in err
+    err = refused(capsys, ["models", "--variants", "turbo", "--json", str(tmp_path / "x.json")])
+    assert "unknown variant 'turbo'" in err and "use one of eager" in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--batch-size", "0"], "argument --batch-size/--batch_size: '0': must be >= 1"),
+    (["--iters", "0"], "must be >= 1, got 0"),
+    (["--warmup", "-1"], "must be >= 0, got -1"),
+    (["--threads", "0"], "must be >= 1, got 0"),
+    (["--mode", "fast"], "invalid choice: 'fast' (choose from 'infer', 'train', 'both')"),
+])
+def test_bad_numbers_are_refused_at_parse_time(tmp_path, capsys, argv, needle):
+    assert needle in refused(capsys, ["models", *argv, "--json", str(tmp_path / "x.json")])
+
+
+def test_cuda_device_without_cuda_is_refused_in_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match="--device cuda: CUDA is not available"):
-        bench_main(["models", "--device", "cuda", "--json", str(tmp_path / "x.json")])
+    err = refused(capsys, ["models", "--device", "cuda", "--json", str(tmp_path / "x.json")])
+    assert "--device cuda: CUDA is not available" in err
 
 
 def test_sync_device_waits_for_cuda_only(monkeypatch):

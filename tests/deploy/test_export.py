@@ -169,3 +169,24 @@ def test_the_tensorrt_hint_pins_torchs_minor(monkeypatch):
     assert trt_install_hint("2.11.0+cu130") == "pip install 'torch-tensorrt==2.11.*'"
     monkeypatch.setattr(torch, "__version__", "2.13.0")
     assert trt_install_hint() == "pip install 'torch-tensorrt==2.13.*'"
+
+
+def test_quiet_hides_only_the_warnings_and_loggers_it_names(caplog):
+    """The exporters' noise about torch internals is hidden by name; any other warning shows."""
+    import logging
+    import warnings
+
+    from accel.deploy.export import HIDDEN_LOGGERS, quiet_export
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_export():
+            warnings.warn("_check_is_size will be removed in a future PyTorch release", FutureWarning, stacklevel=1)
+            warnings.warn("The tensor attributes self.lstm._flat_weights[0] were assigned during export",
+                          stacklevel=1)
+            warnings.warn("something about the model", UserWarning, stacklevel=1)
+            logging.getLogger(HIDDEN_LOGGERS[0]).warning("No CUDA runtime is found")
+            logging.getLogger("accel.elsewhere").warning("still shown")
+    assert [str(w.message) for w in seen] == ["something about the model"]
+    assert [r.getMessage() for r in caplog.records] == ["still shown"]
+    assert logging.getLogger(HIDDEN_LOGGERS[0]).level == logging.NOTSET  # restored

@@ -94,8 +94,9 @@ def test_onnx_runtime_windows_equal_the_eager_incremental_ones(checkpoint, video
         r = predict(video, "--checkpoint", checkpoint, "--out_dir", tmp_path / runtime, "--device", "cpu",
                     "--runtime", runtime, "--save_logits")
         assert r.returncode == 0, r.stderr[-3000:]
-        runs[runtime] = (json.loads((tmp_path / runtime / "case" / "summary.json").read_text()),
-                         np.array([row["logits"] for row in read_jsonl(tmp_path / runtime / "case" / "predictions.jsonl")]))
+        out = tmp_path / runtime / "case"
+        runs[runtime] = (json.loads((out / "summary.json").read_text()),
+                         np.array([row["logits"] for row in read_jsonl(out / "predictions.jsonl")]))
     (eager, eager_logits), (onnx, onnx_logits) = runs["eager"], runs["onnx"]
     assert (eager["path"], onnx["path"], onnx["runtime"]) == ("incremental", "window", "onnx")
     assert onnx_logits.shape == eager_logits.shape == (21, 3)

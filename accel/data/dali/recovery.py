@@ -58,8 +58,10 @@ def call_with_timeout(fn, timeout: float | None):
     return box["value"]
 
 
-def one_line(e: BaseException) -> str:
-    """The informative line of a DALI error (its messages span many lines)."""
+def dali_reason(e: BaseException) -> str:
+    """The informative line of a DALI error. Not ``accel.cli.one_line``: DALI's messages span
+    many lines, and the first ("Critical error in pipeline", a traceback's "File ...") is
+    rarely the cause; without a line naming a failure, the last line is."""
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     for ln in lines:
         if any(k in ln for k in ("Assert", "Failed", "failed", "error:", "Error:", "Range", "stalled")) \
@@ -107,8 +109,8 @@ class Recovery:
         self.failures += 1
         if self.failures > self.max_failures:
             raise RuntimeError(f"the DALI pipeline failed {self.failures} times in a row; last: "
-                               f"{one_line(error)}") from error
-        replay_failed_batch(feed, str(error) if stalled else one_line(error))
+                               f"{dali_reason(error)}") from error
+        replay_failed_batch(feed, str(error) if stalled else dali_reason(error))
 
 
 class CpuFallback:

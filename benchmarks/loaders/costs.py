@@ -31,31 +31,21 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 from tqdm import tqdm
 
+from accel.cli import UsageError
 from accel.data.dataset import VideoClipDataset
 from accel.data.loader import build_loader
 from accel.data.manifests import Manifest, VideoItem
 from accel.io import index_stream
+from accel.io.backends import available_backends
 from accel.io.index_store import forget_memory
 from accel.io.pyav import shared_rgb
+from benchmarks.common import report, wrote
+from benchmarks.cpu import tree_cpu_s
 
 COST_COLUMNS = ["kind", "backend", "layer", "clips", "cpu_ms_per_clip", "wall_ms_per_clip", "vs_floor",
                 "warmup_ms", "index_build_ms", "convert_ms"]
-
-
-def tree_cpu_s() -> float:
-    """CPU seconds of this process, its live descendants and the children it reaped."""
-    me = psutil.Process()
-    total = 0.0
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-        except psutil.Error:  # ended between the listing and the read
-            continue
-        total += t.user + t.system + t.children_user + t.children_system
-    return total
 
 
 # ---------------------------------------------------------------------------- files
@@ -66,7 +56,7 @@ def make_long_video(cache: Path, minutes: float) -> Path:
     if path.is_file():
         return path
     if shutil.which("ffmpeg") is None:
-        raise SystemExit("error: the long-video rows need FFmpeg's command line (apt-get install ffmpeg) "
+        raise UsageError("the long-video rows need FFmpeg's command line (apt-get install ffmpeg) "
                          "or --long PATH")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part.mp4")
@@ -185,12 +175,11 @@ class LoaderLayer(Layer):
         del state
 
 
-def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, args) -> list[Layer]:
+def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, strategy: str, args) -> list[Layer]:
     """Every layer, reading every clip of ``plan``."""
     from accel import open_video
 
     paths = [item.path for item in manifest.items]
-    strategy = "dense" if args.kind in ("long", "short_recording") else "uniform"
     index = {p: index_stream(p) for p in set(paths)}
 
     def dataset(isolate: bool):
@@ -215,12 +204,11 @@ def layer_runs(manifest: Manifest, plan: list[list[int]], backend: str, args) ->
     return layers
 
 
-def clip_plan(manifest: Manifest, args) -> list[list[int]]:
+def clip_plan(manifest: Manifest, clip_len: int, strategy: str) -> list[list[int]]:
     """The frames the datasets read for each entry (epoch 0), computed the way they do."""
     from accel.data.sampling import clip_generator, sample_indices
 
-    strategy = "dense" if args.kind in ("long", "short_recording") else "uniform"
-    return [sample_indices(index_stream(item.path).num_frames, args.clip_len, strategy,
+    return [sample_indices(index_stream(item.path).num_frames, clip_len, strategy,
                            generator=clip_generator(0, 0, i))
             for i, item in enumerate(manifest.items)]
 
@@ -260,16 +248,16 @@ def index_build_ms(paths: list[str]) -> float:
 
 
 def run_kind(kind: str, paths: list[str], args) -> list[dict]:
-    args.kind = kind
+    strategy = "dense" if kind in ("long", "short_recording") else "uniform"  # recordings: consecutive frames
     manifest = Manifest([VideoItem(p, 0) for p in paths], ["all"])
     build_ms = index_build_ms(sorted(set(paths)))
     for p in set(paths):
         index_stream(p)  # the index every layer then reads (in memory and on disk)
-    plan = clip_plan(manifest, args)
+    plan = clip_plan(manifest, args.clip_len, strategy)
     rows = []
     for backend in args.cost_backends:
         floor_cpu = None
-        for layer in tqdm(layer_runs(manifest, plan, backend, args), desc=f"{kind} {backend}",
+        for layer in tqdm(layer_runs(manifest, plan, backend, strategy, args), desc=f"{kind} {backend}",
                           unit="layer", leave=False):
             row = timed(layer)
             floor_cpu = row["cpu_ms_per_clip"] if layer.name == "floor" else floor_cpu
@@ -281,7 +269,7 @@ def run_kind(kind: str, paths: list[str], args) -> list[dict]:
 
 
 def run_costs(args) -> list[dict]:
-    from benchmarks.loaders import make_benchmark_data
+    from benchmarks.loaders.throughput import make_benchmark_data
 
     originals = sorted(str(p) for p in (make_benchmark_data(args.cache, 50, videos=args.videos,
                                                             seconds=args.seconds) / "bench").glob("*.mp4"))
@@ -297,3 +285,22 @@ def run_costs(args) -> list[dict]:
     for kind, paths in kinds.items():
         rows += run_kind(kind, paths, args)
     return rows
+
+
+NOTES = ("\nCPU ms per clip: this process and all its children (DataLoader workers, decode "
+         "children), one process reading the same clips through each layer in turn; `vs_floor` = "
+         "the layer's CPU time / the floor's, same run. Each layer's first clip (loaders: first "
+         "batch) is a warm-up, timed apart as `warmup_ms`; loader rows' CPU counts from the "
+         "loader's creation (workers decode ahead), start-up included. `index_build_ms`: the "
+         "one-off demux scan per file on an empty index folder (then served from the index). "
+         "`convert_ms`: converting the clip's frames to RGB (swscale), part of every decode.\n")
+
+
+def main_costs(args) -> int:
+    missing = [b for b in args.cost_backends if b not in available_backends()]
+    if missing:
+        raise UsageError(f"--cost-backends {','.join(missing)}: not available here; available: "
+                         f"{', '.join(available_backends())}")
+    wrote(report(run_costs(args), args.json, command=args.command_line, columns=COST_COLUMNS,
+                 title="Where a clip's time goes", notes=NOTES))
+    return 0

@@ -1,4 +1,5 @@
-"""Where a run's numbers go: CSV log, TensorBoard events, Weights & Biases, JSON files.
+"""Where a run's numbers go: CSV log, TensorBoard events, Weights & Biases, JSON files,
+and the reports made of them (each epoch's line, ``metrics.json``, the plots, skipped files).
 
 Only the main process (rank 0) writes; on other ranks a :class:`RunLogger` is built with
 ``enabled=False`` and every call is a no-op. TensorBoard and W&B are imported lazily.
@@ -6,11 +7,17 @@ Only the main process (rank 0) writes; on other ranks a :class:`RunLogger` is bu
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
+import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping
+
+from ..data.manifests import explain_skip, skipped_summary
+from .distributed import DistInfo, all_gather_objects
+from .selection import ModelSelector
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
@@ -113,8 +120,98 @@ def init_wandb(options: dict, config: dict, log_dir: Path):
     try:
         import wandb
     except ImportError:
-        raise ImportError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
-                          "(or drop --wandb)") from None
+        raise ImportError("Weights & Biases logging needs the wandb package: "
+                          "pip install 'vidaccel[wandb]'", name="wandb") from None
     options = dict(options)
     options.setdefault("dir", str(log_dir))
     return wandb.init(config=config, **options)
+
+
+# --------------------------------------------------------------------------- reports
+def progress_bar(enabled: bool) -> Callable[..., Any]:
+    """``make(total, desc, leave=False)``: a tqdm bar on stderr (disabled when not ``enabled``)."""
+    from tqdm import tqdm
+
+    def make(total, desc, leave=False):
+        return tqdm(total=total, desc=desc, leave=leave, disable=not enabled, dynamic_ncols=True,
+                    file=sys.stderr, mininterval=0.5)
+    return make
+
+
+def step_means(per_rank: list[list]) -> list:
+    """Each step's loss, the mean over the ranks (None for a skipped, non-finite step)."""
+    out = []
+    for losses in itertools.zip_longest(*per_rank):
+        finite = [v for v in losses if v is not None]
+        out.append(sum(finite) / len(finite) if finite and len(finite) == len(losses) else None)
+    return out
+
+
+def epoch_line(record: dict, epochs: int) -> str:
+    """One epoch's record as the line a run prints."""
+    val_loss = record["val_loss"] if record["val_loss"] is not None else math.inf
+    auroc = "n/a" if record["val_auroc"] is None else f"{record['val_auroc']:.3f}"
+    return (f"epoch {record['epoch'] + 1}/{epochs}: train loss {record['train_loss']:.4f} "
+            f"acc {record['train_accuracy']:.3f} | val loss {val_loss:.4f} acc "
+            f"{record['val_accuracy'] or 0:.3f} auroc {auroc} | score {record['score']:.4f}"
+            f"{' (best)' if record['best'] else ''} | {record['train_clips_per_s']:.1f} clips/s, "
+            f"data wait {record['train_data_wait']:.0%}, {record['epoch_time_s']:.1f} s"
+            + (f" | {record['train_nonfinite']} non-finite losses skipped" if record["train_nonfinite"] else ""))
+
+
+def first_reason(skipped: Iterable) -> str:
+    """The first skipped file and why, for a one-line error ("no reason recorded" without one)."""
+    skipped = list(skipped)
+    if not skipped:
+        return "no reason recorded"
+    path, reason = skipped[0]
+    return f"first: {path}: {explain_skip(path, reason)}"
+
+
+def gather_skipped(info: DistInfo, train_skipped: Iterable, val_skipped: Iterable,
+                   missing: Mapping[str, list]) -> dict:
+    """{split: [[path, reason]]}: files missing at start-up, then those skipped on any rank
+    (``train_skipped``: this rank's, gathered; ``val_skipped``: already every rank's)."""
+    train = sorted({tuple(x) for part in all_gather_objects(list(train_skipped), info) for x in part})
+    skipped = {"train": [list(x) for x in train], "val": [list(x) for x in val_skipped]}
+    for name, gone in missing.items():
+        skipped.setdefault(name, [])[:0] = [list(x) for x in gone]
+    return skipped
+
+
+def write_metrics(log_dir: Path, config: dict, classes, history, selector: ModelSelector, shards,
+                  *, test, skipped) -> None:
+    """``metrics.json``: the options, every epoch's record, the best, the test and what was skipped."""
+    best = selector.best_epoch
+    doc = {
+        "model": config["model"], "classes": classes, "config": config,
+        "epochs": history, "best_epoch": best, "best_score": selector.best_score if best >= 0 else None,
+        "best_val": next((h["val"] for h in history if h["epoch"] == best), None),
+        "ddp": shards, "distributed": config.get("distributed"), "test": test,
+    }
+    if skipped is not None:
+        doc["skipped"] = skipped
+        doc["num_skipped"] = len({tuple(x) for v in skipped.values() for x in v})
+    write_json(doc, log_dir / "metrics.json")
+
+
+def plot_history(log_dir: Path, history: list[dict]) -> None:
+    """Loss and accuracy curves so far (PNG files in ``log_dir``)."""
+    from .plots import plot_curves
+
+    if not history:
+        return
+    plot_curves(history, ["train_loss", "val_loss"], log_dir / "loss_curves.png", title="loss", ylabel="loss")
+    plot_curves(history, ["train_accuracy", "val_accuracy", "val_auroc"], log_dir / "accuracy_curves.png",
+                title="accuracy", ylabel="accuracy / AUROC")
+
+
+def write_reports(log_dir: Path, config: dict, classes, history: list[dict], selector: ModelSelector,
+                  shards: dict, *, test: dict | None, skipped: dict) -> list[str]:
+    """The final ``metrics.json`` (skipped files explained) and plots; returns the lines that
+    list the skipped files."""
+    skipped = {k: [[p, explain_skip(p, r)] for p, r in v] for k, v in skipped.items()}
+    unique = list(dict.fromkeys((p, r) for v in skipped.values() for p, r in v))
+    write_metrics(log_dir, config, classes, history, selector, shards, test=test, skipped=skipped)
+    plot_history(log_dir, history)
+    return list(skipped_summary(unique, f"{log_dir / 'metrics.json'}, key \"skipped\""))

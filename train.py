@@ -53,50 +53,17 @@ from accel.data.samplers import ShardedSampler
 from accel.data.splits import Splits, load_splits
 from accel.data.transforms import ClipTransform
 from accel.deploy.perf import COMPILE_MODES
-from accel.train.checkpoint import (
-    RESUME_ENTRIES,
-    CheckpointError,
-    ResumeMismatch,
-    link_or_copy,
-    load_model_state,
-    plain,
-    read_checkpoint,
-    restore_training_state,
-    resumed_model_options,
-    resumed_options,
-    save_checkpoint,
-)
+from accel.train import checkpoint, evaluation, tracking
 from accel.train.config import TrainConfig, add_train_args
 from accel.train.distributed import DistInfo, all_gather_objects, barrier, destroy, init_distributed
 from accel.train.engine import EpochState, train_one_epoch
-from accel.train.evaluation import (
-    EvalSettings,
-    evaluate_clips,
-    evaluate_split,
-    public,
-    summary_line,
-    write_report_files,
-)
 from accel.train.longrun import LongRunHooks, LongRunOptions, RunStopped
-from accel.train.losses import build_criterion, class_weights, sampling_weights
+from accel.train.losses import class_weights, sampling_weights
 from accel.train.metrics import classification_metrics
-from accel.train.optim import LRSchedule, build_optimizer
 from accel.train.preempt import EXIT_PREEMPTED, PreemptionFlag, exit_status_help
-from accel.train.rng import rng_state, seed_everything
+from accel.train.rng import seed_everything
 from accel.train.rolling import RollingCheckpoints, newest_checkpoint, place
-from accel.train.selection import ModelSelector
-from accel.train.tracking import (
-    RunLogger,
-    epoch_line,
-    first_reason,
-    gather_skipped,
-    plot_history,
-    progress_bar,
-    step_means,
-    write_json,
-    write_metrics,
-    write_reports,
-)
+from accel.train.state import Training
 from models import resolve_data_config
 from models.checkpoint import model_from_checkpoint
 
@@ -173,10 +140,10 @@ def setup(args: Options) -> Setup:
     """Everything that can fail because of a wrong input, before any training. The options
     become one frozen TrainConfig; what set-up resolves is filled in with replace()."""
     cfg = TrainConfig.from_options(args)
-    check_options(cfg)
+    cfg.check_options()
     cfg, resume, notes = resume_checkpoint(cfg, args.given)
-    cfg = cfg.replace(model=default_model(cfg))
-    check_inputs(cfg)
+    cfg = cfg.replace(model=cfg.default_model())
+    cfg.check_inputs()
     device = resolve_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")))
     info = init_distributed(device.type, timeout_s=cfg.dist_timeout)
     for note in notes:
@@ -188,7 +155,7 @@ def setup(args: Options) -> Setup:
     splits, missing = read_splits(cfg, info, resume)
     given_model = {"segments", "model_arg"} & args.given
     kwargs = cfg.model_options() if resume is None else \
-        resumed_model_options(resume, cfg.model_options() if given_model else None)
+        checkpoint.resumed_model_options(resume, cfg.model_options() if given_model else None)
     model, cfg = setup_model(cfg, info, len(splits.classes), kwargs, resume)
     amp = None if cfg.amp == "none" else cfg.amp
     if amp and device.type != "cuda":
@@ -197,24 +164,6 @@ def setup(args: Options) -> Setup:
     log_dir, model_dir = cfg.output_dirs()
     cfg = cfg.replace(log_dir=str(log_dir), model_dir=str(model_dir))
     return Setup(cfg, info, device, splits, model, kwargs, amp, resume, missing)
-
-
-def check_options(cfg: TrainConfig) -> None:
-    """Option values that cannot work, whatever the data."""
-    if cfg.decode_size is not None and cfg.size is not None and cfg.decode_size < cfg.size // 4:
-        raise UsageError(f"--decode_size {cfg.decode_size} is far below --size {cfg.size}")
-    if cfg.class_weights not in ("auto", "balanced", "none"):
-        try:
-            [float(v) for v in cfg.class_weights.split(",")]
-        except ValueError:
-            raise UsageError(f"--class_weights must be auto, balanced, none or numbers, "
-                             f"got {cfg.class_weights!r}") from None
-    if cfg.decoder == "dali":
-        from accel.data.dali import dali_unavailable_message
-
-        why_not = dali_unavailable_message("gpu", None if cfg.device == "auto" else cfg.device)
-        if why_not:
-            raise UsageError(f"--decoder dali: {why_not}")
 
 
 def resume_checkpoint(cfg: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, list[str]]:
@@ -230,42 +179,16 @@ def resume_checkpoint(cfg: TrainConfig, given: frozenset[str]) -> tuple[TrainCon
         if not (cfg.out_dir or cfg.model_dir or cfg.log_dir):
             raise UsageError("--resume auto looks for checkpoints in --out_dir or --model_dir: give one")
         folder = cfg.output_dirs()[1]
-        path, ck, notes = newest_checkpoint(folder, require=RESUME_ENTRIES)
+        path, ck, notes = newest_checkpoint(folder, require=checkpoint.RESUME_ENTRIES)
         cfg = cfg.replace(resume=str(path) if path is not None else None)
         notes.append(f"--resume auto: {path}" + (f" (torchrun restart {restarted})" if restarted else "")
                      if path is not None else f"--resume auto: no checkpoint in {folder}: starting fresh")
     if cfg.resume is None:
         return cfg, None, notes
-    ck = ck or read_checkpoint(cfg.resume, require=RESUME_ENTRIES)
-    changes, replaced = resumed_options(ck, cfg.as_dict(), given)
+    ck = ck or checkpoint.read_checkpoint(cfg.resume, require=checkpoint.RESUME_ENTRIES)
+    changes, replaced = checkpoint.resumed_options(ck, cfg.as_dict(), given)
     notes += [f"--{r.option} {r.value} replaces the checkpoint's {r.saved}" for r in replaced]
     return cfg.replace(**changes), ck, notes
-
-
-def default_model(cfg: TrainConfig) -> str:
-    """--model, else from the flags: --segments means seed 004's late fusion."""
-    if cfg.model is None:
-        return "r3d_18_late_fusion" if cfg.segments is not None else "resnet50_lstm"
-    if cfg.segments is not None and cfg.model != "r3d_18_late_fusion":
-        raise UsageError(f"--segments is an option of r3d_18_late_fusion, not of {cfg.model}: "
-                         "add --model r3d_18_late_fusion (or drop --segments)")
-    return cfg.model
-
-
-def check_inputs(cfg: TrainConfig) -> None:
-    """The data paths exist (after --resume filled them in); --wandb has its package."""
-    if cfg.data_dir is None:
-        raise UsageError("--data_dir is required (the dataset folder or CSV), unless --resume is given")
-    for name in ("data_dir", "val_dir", "test_dir", "video_root"):
-        v = getattr(cfg, name)
-        if v is not None and not Path(v).exists():
-            raise UsageError(f"--{name} {v}: no such file or folder")
-    if cfg.wandb:
-        import importlib.util
-
-        if importlib.util.find_spec("wandb") is None:
-            raise UsageError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
-                             "(or drop --wandb)")
 
 
 def read_splits(cfg: TrainConfig, info: DistInfo, resume: dict | None) -> tuple[Splits, dict]:
@@ -317,7 +240,7 @@ def setup_model(cfg: TrainConfig, info: DistInfo, num_classes: int, kwargs: dict
             raise UsageError(f"--freeze_backbone: {cfg.model} has no separate trunk")
         model.freeze_backbone()
     if resume is not None:
-        load_model_state(model, resume, source=cfg.resume)  # a mismatch is one line, exit 2
+        checkpoint.load_model_state(model, resume, source=cfg.resume)  # a mismatch is one line, exit 2
     if getattr(model, "backbone_frozen", False) and not (cfg.pretrained or cfg.weights or cfg.resume):
         say(info, f"warning: {cfg.model}'s trunk is frozen but has random weights (no --pretrained, no "
                   "--weights): only the layers after it learn. Give --weights FILE (torchvision's weights "
@@ -341,12 +264,12 @@ def setup_model(cfg: TrainConfig, info: DistInfo, num_classes: int, kwargs: dict
 # --------------------------------------------------------------------------- main
 def error_line(e: BaseException, s: Setup | None) -> str | None:
     """The one line an expected failure ends the run with (None: a bug, shown in full)."""
-    if isinstance(e, ResumeMismatch):
+    if isinstance(e, checkpoint.ResumeMismatch):
         where = f"--resume {s.cfg.resume if s else ''}".strip()
         if e.option == "model_kwargs":
             return f"{where}: the checkpoint's model options are {e.saved}, not {e.value}"
         return f"{where}: the checkpoint was trained with --{e.option} {e.saved}, not --{e.option} {e.value}"
-    if isinstance(e, (UsageError, CheckpointError)):
+    if isinstance(e, (UsageError, checkpoint.CheckpointError)):
         return one_line(e)
     if isinstance(e, ManifestError):
         return flagged(e)
@@ -391,8 +314,6 @@ def train(s: Setup) -> dict:
         say(info, f"note: {note}")
     data = build_data(s)
     tr = build_training(s, data)
-    if s.resume is not None:
-        resume_training(s, tr)
     run = Run(data, tr, open_outputs(s, data, tr))
 
     stopped_early, val_preds = False, None
@@ -400,7 +321,7 @@ def train(s: Setup) -> dict:
         record, val_preds = run_epoch(s, run, epoch)
         if info.is_main:
             save_epoch(s, run, record)
-        say(info, epoch_line(record, cfg.epochs))
+        say(info, tracking.epoch_line(record, cfg.epochs))
         signals = [x for x in all_gather_objects(s.flag.requested, info) if x]
         if signals:  # a signal during validation: last.pt was just written
             raise RunStopped(f"preempted by {signals[0]} after epoch {epoch + 1}: checkpoint "
@@ -412,14 +333,15 @@ def train(s: Setup) -> dict:
             stopped_early = True
             break
 
-    skipped = gather_skipped(info, data.train_loader.skipped, val_preds.skipped if val_preds else [], s.missing)
+    val_skipped = val_preds.skipped if val_preds else []
+    skipped = tracking.gather_skipped(info, data.train_loader.skipped, val_skipped, s.missing)
     result: dict = {"history": tr.history, "best_epoch": tr.selector.best_epoch, "stopped_early": stopped_early}
     barrier(info)
     if info.is_main:
         test_public = final_test(s, run, skipped)
         if test_public is not None:
             result["test"] = test_public
-        for line in write_reports(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector,
+        for line in tracking.write_reports(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector,
                                   tr.shards, test=test_public, skipped=skipped):
             say(info, line)
         run.out.logger.close()
@@ -435,8 +357,8 @@ class Data:
     """What the epochs read: the training loader and transform, how val and test clips are read."""
     train_loader: ClipLoader
     train_tf: ClipTransform  # augmentation and normalisation of the training clips, on the device
-    val_settings: EvalSettings
-    test_settings: EvalSettings
+    val_settings: evaluation.EvalSettings
+    test_settings: evaluation.EvalSettings
     loss_weights: torch.Tensor | None  # the criterion's class weights
 
 
@@ -484,8 +406,8 @@ def train_transform(cfg: TrainConfig, mean, std) -> ClipTransform:
     return ClipTransform(cfg.size, train=False, mean=mean, std=std)
 
 
-def eval_settings(cfg: TrainConfig, sampling: str, mean, std, *, video_level: bool) -> EvalSettings:
-    return EvalSettings(
+def eval_settings(cfg: TrainConfig, sampling: str, mean, std, *, video_level: bool) -> evaluation.EvalSettings:
+    return evaluation.EvalSettings(
         clip_len=cfg.clip_len, size=cfg.size, sampling=sampling,
         batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
         backend=cfg.decoder, frame_size=(cfg.decode_size, cfg.decode_size), seed=cfg.seed,
@@ -494,27 +416,9 @@ def eval_settings(cfg: TrainConfig, sampling: str, mean, std, *, video_level: bo
 
 
 # --------------------------------------------------------------------------- model and optimiser
-@dataclasses.dataclass
-class Training:
-    """What the epochs change: the weights and their wrappers, the optimiser, schedule and
-    selector, and the history so far."""
-    model: nn.Module  # the bare model (state_dict, checkpoints)
-    net: nn.Module  # what trains: the DDP-wrapped model, optimised (channels-last, AMP, compile)
-    eval_net: nn.Module  # what validates: the bare model, optimised
-    ddp: nn.Module | None
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    scaler: torch.amp.GradScaler | None  # --amp fp16 only
-    criterion: nn.Module
-    selector: ModelSelector
-    history: list[dict] = dataclasses.field(default_factory=list)
-    start_epoch: int = 0
-    in_epoch: dict | None = None  # a mid-epoch checkpoint's epoch and every rank's EpochState
-    shards: dict = dataclasses.field(default_factory=dict)  # how the first epoch's clips fell on the ranks
-
-
 def build_training(s: Setup, data: Data) -> Training:
-    """Model on the device (SyncBN and DDP when distributed), optimiser, LR schedule, loss."""
+    """Model on the device (SyncBN and DDP when distributed, optimised), optimiser, LR schedule,
+    loss; resumed from --resume (its weights were loaded, and checked, in setup())."""
     from accel.deploy.perf import optimize, to_channels_last
 
     cfg, info, device, model = s.cfg, s.info, s.device, s.model
@@ -531,42 +435,25 @@ def build_training(s: Setup, data: Data) -> Training:
     net = optimize(ddp if ddp is not None else model, channels_last=cfg.channels_last, amp=s.amp,
                    compile=compile_mode, device=device)
     eval_net = optimize(model, channels_last=cfg.channels_last, amp=s.amp, compile=compile_mode, device=device)
-    optimizer = build_optimizer(model, name=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                backbone_lr_mult=cfg.backbone_lr_mult, momentum=cfg.momentum)
-    steps = math.ceil(len(data.train_loader) / cfg.accum_steps)
-    schedule = LRSchedule(optimizer, kind=cfg.sched, total_steps=steps * cfg.epochs,
-                          warmup_steps=round(cfg.warmup_epochs * steps), min_lr_ratio=cfg.min_lr_ratio,
-                          plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience)
-    scaler = torch.amp.GradScaler(device.type) if s.amp == "fp16" else None
-    criterion = build_criterion(cfg.loss, weight=data.loss_weights, label_smoothing=cfg.label_smoothing,
-                                gamma=cfg.focal_gamma).to(device)
-    selector = ModelSelector(cfg.loss_weight, cfg.patience, cfg.min_delta)
-    return Training(model, net, eval_net, ddp, optimizer, schedule, scaler, criterion, selector)
-
-
-def resume_training(s: Setup, tr: Training) -> None:
-    """Optimiser, schedule, scaler, selector, RNG and history from --resume (its weights were
-    loaded, and checked, in setup()); the run goes on at the epoch after the checkpoint's."""
-    ck = s.resume
-    try:
-        restore_training_state(ck, tr.optimizer, tr.schedule, tr.scaler, tr.selector)
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-        fail(PROG, f"--resume {s.cfg.resume}: its optimiser, schedule, selector or RNG state does "
-                   f"not fit this run ({type(e).__name__}: {one_line(e)})")
-    tr.history = list(ck.get("history") or [])
-    tr.shards = dict(ck.get("shards") or {})
-    tr.start_epoch = ck["epoch"] + 1
-    tr.in_epoch = ck.get("in_epoch")
-    epoch, samples = place(ck)
-    where = f", after {samples} samples of its shard" if tr.in_epoch else ""
-    say(s.info, f"resumed from {s.cfg.resume}: epoch {epoch + 1} of {s.cfg.epochs}{where}")
+    tr = Training.build(cfg, model, net, eval_net, ddp, device=device, amp=s.amp,
+                        batches_per_epoch=len(data.train_loader), loss_weights=data.loss_weights)
+    if s.resume is not None:
+        try:
+            tr.load_state_dict(s.resume)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            fail(PROG, f"--resume {cfg.resume}: its optimiser, schedule, selector or RNG state does "
+                       f"not fit this run ({type(e).__name__}: {one_line(e)})")
+        epoch, samples = place(s.resume)
+        where = f", after {samples} samples of its shard" if tr.in_epoch else ""
+        say(info, f"resumed from {cfg.resume}: epoch {epoch + 1} of {cfg.epochs}{where}")
+    return tr
 
 
 # --------------------------------------------------------------------------- outputs
 @dataclasses.dataclass
 class Outputs:
     config: dict  # the options and what they resolved to: config.json, and "args" in checkpoints
-    logger: RunLogger
+    logger: tracking.RunLogger
     make_bar: Callable  # (total, desc) -> a tqdm bar, disabled off rank 0 and with --no_progress
     ckpt_meta: dict  # what every checkpoint records besides the state
 
@@ -583,18 +470,18 @@ def open_outputs(s: Setup, data: Data, tr: Training) -> Outputs:
     """config.json, the run logger (CSV, TensorBoard, W&B) and the run's description line."""
     cfg, info, splits, classes = s.cfg, s.info, s.splits, s.splits.classes
     loader = data.train_loader
-    config = plain({**cfg.as_dict(), "classes": classes, "world_size": info.world_size,
+    config = checkpoint.plain({**cfg.as_dict(), "classes": classes, "world_size": info.world_size,
                     "distributed": info.describe(), "device": str(s.device), "amp_effective": s.amp,
                     "decoder": loader.backend, "decoder_reason": loader.reason})
     wandb = {"project": cfg.wandb_project, "name": cfg.wandb_name, "mode": cfg.wandb_mode} if cfg.wandb else None
     try:
-        logger = RunLogger(s.log_dir, enabled=info.is_main, tensorboard=None if cfg.tensorboard else False,
+        logger = tracking.RunLogger(s.log_dir, enabled=info.is_main, tensorboard=None if cfg.tensorboard else False,
                            wandb=wandb, config=config)
     except ImportError as e:
         fail(PROG, f"--wandb: {one_line(e)}" if e.name == "wandb" else one_line(e))
     if info.is_main:
         s.model_dir.mkdir(parents=True, exist_ok=True)
-        write_json(config, s.log_dir / "config.json")
+        tracking.write_json(config, s.log_dir / "config.json")
         for note in logger.notes:
             say(info, f"note: {note}")
     n_params = sum(p.numel() for p in tr.model.parameters())
@@ -604,9 +491,9 @@ def open_outputs(s: Setup, data: Data, tr: Training) -> Outputs:
               f"{cfg.size}px; decoder {loader.backend}; device {s.device}"
               + (f" x{info.world_size} ({info.backend})" if info.distributed else ""))
     say(info, f"logs -> {s.log_dir}   checkpoints -> {s.model_dir}")
-    ckpt_meta = {"model_name": cfg.model, "model_kwargs": s.model_kwargs, "classes": classes,
-                 "args": config, "config": plain(cfg.as_dict()), "eval": dataclasses.asdict(data.test_settings)}
-    return Outputs(config, logger, progress_bar(cfg.progress and info.is_main), ckpt_meta)
+    ckpt_meta = {"model_name": cfg.model, "model_kwargs": s.model_kwargs, "classes": classes, "args": config,
+                 "config": checkpoint.plain(cfg.as_dict()), "eval": dataclasses.asdict(data.test_settings)}
+    return Outputs(config, logger, tracking.progress_bar(cfg.progress and info.is_main), ckpt_meta)
 
 
 # --------------------------------------------------------------------------- one epoch
@@ -617,30 +504,17 @@ def run_epoch(s: Setup, run: Run, epoch: int) -> tuple[dict, object]:
     t0 = time.perf_counter()
     stats = train_epoch(s, run, epoch)
     tr.model.eval()
-    val_preds = evaluate_clips(tr.eval_net, splits.val, run.data.val_settings, s.device, info=info)
+    val_preds = evaluation.evaluate_clips(tr.eval_net, splits.val, run.data.val_settings, s.device, info=info)
     if len(val_preds.labels) == 0:
         raise UsageError(f"val: no readable video: all {len(splits.val)} of {splits.val.source} were "
-                         f"skipped ({first_reason(val_preds.skipped)}); a best checkpoint cannot be "
+                         f"skipped ({tracking.first_reason(val_preds.skipped)}); a best checkpoint cannot be "
                          "chosen on nothing (fix the files, or give another --val_dir)")
     val = classification_metrics(val_preds.labels, val_preds.logits, splits.classes)
     val_loss = val.get("loss") if val.get("loss") is not None else math.inf
     score, is_best = tr.selector.update(epoch, val_loss, val.get("auroc"))
     tr.schedule.epoch_end(val_loss)
-    # Train loss/accuracy: the mean over every rank's clips.
-    totals = all_gather_objects((stats["loss_sum"], stats["correct"], stats["clips"], stats["nonfinite"],
-                                 stats["step_losses"]), info)
-    n = sum(t[2] for t in totals)
-    record = {
-        "epoch": epoch, "lr": tr.optimizer.param_groups[-1]["lr"],
-        "train_loss": sum(t[0] for t in totals) / n, "train_accuracy": sum(t[1] for t in totals) / n,
-        "train_clips": n, "train_clips_per_s": stats["clips_per_s"] * info.world_size,
-        "train_data_wait": stats["data_wait"], "train_time_s": stats["time_s"],
-        "val_loss": val.get("loss"), "val_accuracy": val.get("accuracy"),
-        "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
-        "val_auroc": val.get("auroc"), "score": score, "best": is_best,
-        "epoch_time_s": time.perf_counter() - t0, "val": val,
-        "train_nonfinite": sum(t[3] for t in totals), "train_step_losses": step_means([t[4] for t in totals]),
-    }
+    record = tracking.epoch_record(info, epoch, lr=tr.optimizer.param_groups[-1]["lr"], stats=stats, val=val,
+                                   score=score, best=is_best, epoch_time_s=time.perf_counter() - t0)
     tr.history.append(record)
     return record, val_preds
 
@@ -679,7 +553,7 @@ def train_epoch(s: Setup, run: Run, epoch: int) -> dict:
         tr.shards = shard_record
     if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
         raise UsageError(f"train: no readable video: all {len(s.splits.train)} of {s.splits.train.source} "
-                         f"were skipped ({first_reason(train_loader.skipped)})")
+                         f"were skipped ({tracking.first_reason(train_loader.skipped)})")
     return stats
 
 
@@ -705,13 +579,8 @@ def epoch_hooks(s: Setup, run: Run, epoch: int, aug: torch.Generator) -> LongRun
 
 # --------------------------------------------------------------------------- save
 def training_state(run: Run, epoch: int, in_epoch: dict | None) -> dict:
-    """A full checkpoint: ``epoch`` is the last finished one; ``in_epoch`` where the next stands."""
-    tr = run.tr
-    return {**run.out.ckpt_meta, "model": tr.model.state_dict(), "optimizer": tr.optimizer.state_dict(),
-            "schedule": tr.schedule.state_dict(),
-            "scaler": tr.scaler.state_dict() if tr.scaler is not None else None, "epoch": epoch,
-            "selector": tr.selector.state_dict(), "history": tr.history, "rng": rng_state(),
-            "shards": tr.shards, "in_epoch": in_epoch}
+    """A full checkpoint: what every one records (options, classes...) and the training state."""
+    return {**run.out.ckpt_meta, **run.tr.state_dict(epoch, in_epoch)}
 
 
 def save_epoch(s: Setup, run: Run, record: dict) -> None:
@@ -721,14 +590,14 @@ def save_epoch(s: Setup, run: Run, record: dict) -> None:
     # best.pt first: a run killed in between resumes from the older last.pt and
     # redoes this epoch. last.pt is then a hard link, not a second full write.
     if record["best"]:
-        save_checkpoint(state, s.model_dir / "best.pt")
-        link_or_copy(s.model_dir / "best.pt", s.model_dir / "last.pt")
+        checkpoint.save_checkpoint(state, s.model_dir / "best.pt")
+        checkpoint.link_or_copy(s.model_dir / "best.pt", s.model_dir / "last.pt")
     else:
-        save_checkpoint(state, s.model_dir / "last.pt")
+        checkpoint.save_checkpoint(state, s.model_dir / "last.pt")
     run.out.logger.log(logged, step=record["epoch"])
-    write_metrics(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector, tr.shards,
+    tracking.write_metrics(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector, tr.shards,
                   test=None, skipped=None)
-    plot_history(s.log_dir, tr.history)
+    tracking.plot_history(s.log_dir, tr.history)
 
 
 # --------------------------------------------------------------------------- final test
@@ -741,23 +610,23 @@ def final_test(s: Setup, run: Run, skipped: dict) -> dict | None:
     if test is None or not len(test):
         return None
     best = s.model_dir / ("best.pt" if (s.model_dir / "best.pt").exists() else "last.pt")
-    ck = read_checkpoint(best)
+    ck = checkpoint.read_checkpoint(best)
     test_net = optimize(model_from_checkpoint(ck, source=best), channels_last=s.cfg.channels_last, amp=s.amp,
                         compile=False, device=s.device)
-    report = evaluate_split(test_net, test, run.data.test_settings, s.device,
+    report = evaluation.evaluate_split(test_net, test, run.data.test_settings, s.device,
                             progress_factory=lambda n, d: make_bar(n, f"test {d}"))
     skipped["test"] = skipped.get("test", []) + report["skipped"]
-    write_report_files(report, test, s.log_dir, prefix="test")
+    evaluation.write_report_files(report, test, s.log_dir, prefix="test")
     if not report["clip"].get("n"):
         say(s.info, f"warning: test: no readable video: all {len(test)} of {test.source} "
                     "were skipped (see the list below)")
-    say(s.info, summary_line("test clip-level", report["clip"]))
+    say(s.info, evaluation.summary_line("test clip-level", report["clip"]))
     if "video" in report:
-        say(s.info, summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
+        say(s.info, evaluation.summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
                                  "windows/video)", report["video"]))
     run.out.logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
                            | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
-    return {"checkpoint": str(best), "epoch": ck["epoch"], **public(report)}
+    return {"checkpoint": str(best), "epoch": ck["epoch"], **evaluation.public(report)}
 
 
 if __name__ == "__main__":

@@ -312,16 +312,3 @@ def resumed_model_options(ck: dict, wanted: dict | None) -> dict:
     if wanted is not None and wanted != kwargs:
         raise ResumeMismatch("model_kwargs", wanted, kwargs)
     return kwargs
-
-
-def restore_training_state(ck: dict, optimizer: torch.optim.Optimizer, schedule, scaler, selector) -> None:
-    """The optimiser, LR schedule, gradient scaler (if any), selector and RNG of a resumed run;
-    raises what their ``load_state_dict`` raise when the checkpoint does not fit."""
-    from .rng import set_rng_state
-
-    optimizer.load_state_dict(ck["optimizer"])
-    schedule.load_state_dict(ck["schedule"])
-    if scaler is not None and ck.get("scaler"):
-        scaler.load_state_dict(ck["scaler"])
-    selector.load_state_dict(ck["selector"])
-    set_rng_state(ck["rng"])

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..cli import Parser, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
+from ..cli import Parser, UsageError, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
 from ..data.loader import LOADER_BACKENDS
 from ..data.reading import ON_ERROR
 from ..data.sampling import STRATEGIES
@@ -155,6 +155,48 @@ class TrainConfig:
         if self.out_dir and not self.model_dir:
             model_dir = Path(self.out_dir)
         return log_dir, model_dir
+
+    # -- checks of the command line (UsageError: one line naming the flags) ---------------
+    def check_options(self) -> None:
+        """Option values that cannot work, whatever the data."""
+        if self.decode_size is not None and self.size is not None and self.decode_size < self.size // 4:
+            raise UsageError(f"--decode_size {self.decode_size} is far below --size {self.size}")
+        if self.class_weights not in ("auto", "balanced", "none"):
+            try:
+                [float(v) for v in self.class_weights.split(",")]
+            except ValueError:
+                raise UsageError(f"--class_weights must be auto, balanced, none or numbers, "
+                                 f"got {self.class_weights!r}") from None
+        if self.decoder == "dali":
+            from accel.data.dali import dali_unavailable_message
+
+            why_not = dali_unavailable_message("gpu", None if self.device == "auto" else self.device)
+            if why_not:
+                raise UsageError(f"--decoder dali: {why_not}")
+
+    def default_model(self) -> str:
+        """--model, else from the flags: --segments means seed 004's late fusion."""
+        if self.model is None:
+            return "r3d_18_late_fusion" if self.segments is not None else "resnet50_lstm"
+        if self.segments is not None and self.model != "r3d_18_late_fusion":
+            raise UsageError(f"--segments is an option of r3d_18_late_fusion, not of {self.model}: "
+                             "add --model r3d_18_late_fusion (or drop --segments)")
+        return self.model
+
+    def check_inputs(self) -> None:
+        """The data paths exist (after --resume filled them in); --wandb has its package."""
+        if self.data_dir is None:
+            raise UsageError("--data_dir is required (the dataset folder or CSV), unless --resume is given")
+        for name in ("data_dir", "val_dir", "test_dir", "video_root"):
+            v = getattr(self, name)
+            if v is not None and not Path(v).exists():
+                raise UsageError(f"--{name} {v}: no such file or folder")
+        if self.wandb:
+            import importlib.util
+
+            if importlib.util.find_spec("wandb") is None:
+                raise UsageError("--wandb needs the wandb package: pip install 'vidaccel[wandb]' "
+                                 "(or drop --wandb)")
 
 
 # --------------------------------------------------------------------------- the flags

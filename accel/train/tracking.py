@@ -138,6 +138,25 @@ def progress_bar(enabled: bool) -> Callable[..., Any]:
     return make
 
 
+def epoch_record(info: DistInfo, epoch: int, *, lr: float, stats: dict, val: dict, score: float, best: bool,
+                 epoch_time_s: float) -> dict:
+    """One epoch's record (the history's entry): train loss and accuracy over every rank's clips
+    (``stats``: this rank's ``train_one_epoch`` stats; gathered here), validation ``val``."""
+    totals = all_gather_objects((stats["loss_sum"], stats["correct"], stats["clips"], stats["nonfinite"],
+                                 stats["step_losses"]), info)
+    n = sum(t[2] for t in totals)
+    return {
+        "epoch": epoch, "lr": lr,
+        "train_loss": sum(t[0] for t in totals) / n, "train_accuracy": sum(t[1] for t in totals) / n,
+        "train_clips": n, "train_clips_per_s": stats["clips_per_s"] * info.world_size,
+        "train_data_wait": stats["data_wait"], "train_time_s": stats["time_s"],
+        "val_loss": val.get("loss"), "val_accuracy": val.get("accuracy"),
+        "val_balanced_accuracy": val.get("balanced_accuracy"), "val_f1_macro": val.get("f1_macro"),
+        "val_auroc": val.get("auroc"), "score": score, "best": best, "epoch_time_s": epoch_time_s, "val": val,
+        "train_nonfinite": sum(t[3] for t in totals), "train_step_losses": step_means([t[4] for t in totals]),
+    }
+
+
 def step_means(per_rank: list[list]) -> list:
     """Each step's loss, the mean over the ranks (None for a skipped, non-finite step)."""
     out = []

@@ -61,7 +61,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     process's temporary (a save in progress elsewhere) is kept."""
     path = Path(path)
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp(\d+)$")
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for entry in path.parent.iterdir():

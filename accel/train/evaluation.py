@@ -15,7 +15,7 @@ import csv
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -26,10 +26,14 @@ from ..data.loader import ClipLoader, build_loader
 from ..data.manifests import Manifest
 from ..data.prefetch import DevicePrefetcher
 from ..data.samplers import ShardSampler
+from ..data.sampling import Strategy
 from ..data.transforms import ClipTransform
 from ..data.windows import build_window_loader
 from .distributed import DistInfo, gather_arrays
 from .metrics import aggregate_by_video, classification_metrics, softmax
+
+if TYPE_CHECKING:
+    from ..data.dali import DaliClipLoader
 
 
 # --------------------------------------------------------------------------- prediction
@@ -44,8 +48,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipLoader, device: torch.device,
-            transform: ClipTransform, *, chunk: int | None = None, info: DistInfo | None = None,
+def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipLoader | DaliClipLoader,
+            device: torch.device, transform: ClipTransform, *, chunk: int | None = None, info: DistInfo | None = None,
             progress=None) -> Predictions:
     """Run ``fwd`` over ``loader``; with ``info`` gathers every rank's shard (rank order,
     then sorted by video id, windows of one video kept in order)."""
@@ -60,7 +64,7 @@ def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipLoader, dev
         ids.append(batch.video_id.numpy())  # on the host
         if progress is not None:
             progress.update(1)
-    part = (np.concatenate(ids) if ids else np.zeros(0, np.int64),
+    part: tuple[np.ndarray, ...] = (np.concatenate(ids) if ids else np.zeros(0, np.int64),
             torch.cat(labels).cpu().numpy() if labels else np.zeros(0, np.int64),
             torch.cat(logits).cpu().numpy().astype(np.float64) if logits else np.zeros((0, 0)))
     skipped = list(dict.fromkeys(loader.skipped))
@@ -80,7 +84,7 @@ class EvalSettings:
 
     clip_len: int
     size: int
-    sampling: str = "uniform"
+    sampling: Strategy = "uniform"
     batch_size: int = 8
     num_workers: int = 2
     backend: str = "auto"
@@ -97,7 +101,8 @@ class EvalSettings:
     rotate: bool = True  # frames as displayed (display matrix applied); False: as stored
 
 
-def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None) -> ClipLoader:
+def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None
+                ) -> ClipLoader | DaliClipLoader:
     loader = build_loader(manifest, batch_size=s.batch_size, clip_len=s.clip_len, strategy=s.sampling,
                           frame_size=s.frame_size, backend=s.backend, num_workers=s.num_workers,
                           shuffle=False, sampler=sampler, drop_last=False, persistent_workers=False,
@@ -139,7 +144,7 @@ def evaluate_split(fwd, manifest: Manifest, s: EvalSettings, device: torch.devic
     clips = evaluate_clips(fwd, manifest, s, device, info=info, progress=bar)
     if bar is not None:
         bar.close()
-    report = {"clip": {"sampling": s.sampling, **classification_metrics(clips.labels, clips.logits, classes)}}
+    report: dict = {"clip": {"sampling": s.sampling, **classification_metrics(clips.labels, clips.logits, classes)}}
     skipped = list(clips.skipped)
     preds = {"clip": clips}
     if s.video_level:

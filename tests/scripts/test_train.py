@@ -143,13 +143,13 @@ def test_seed_command_line_is_accepted(train_mod):
     assert (a.data_dir, a.test_dir, a.log_dir, a.model_dir, a.loss_weight) == (
         "path/to/train_and_val_dataset", "path/to/test_dataset", "logs", "models", 0.3)
     assert a.model is None
-    assert train_mod.default_model(train_mod.TrainConfig.from_options(a)) == "resnet50_lstm"  # the seed's
+    assert train_mod.TrainConfig.from_options(a).default_model() == "resnet50_lstm"  # the seed's
     # seed 004's flags (late fusion): --data_root --num_frames --segments --wd --augment
     b = train_mod.get_args_parser().parse_args(
         "--data_root d --num_frames 16 --segments 4 --epochs 30 --batch_size 8 --lr 1e-4 --wd 1e-4 "
         "--patience 5 --num_workers 4 --out_dir output --augment".split())
     assert (b.data_dir, b.clip_len, b.segments, b.weight_decay, b.augment) == ("d", 16, 4, 1e-4, "full")
-    assert train_mod.default_model(train_mod.TrainConfig.from_options(b)) == "r3d_18_late_fusion"  # --segments
+    assert train_mod.TrainConfig.from_options(b).default_model() == "r3d_18_late_fusion"  # --segments
 
 
 def test_the_models_statistics_reach_training_and_evaluation(train_mod):

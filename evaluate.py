@@ -27,7 +27,7 @@ from accel.data.loader import LOADER_BACKENDS
 from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
 from accel.data.sampling import STRATEGIES
 from accel.train.checkpoint import EVAL_ENTRIES, CheckpointError, read_checkpoint
-from accel.train.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
+from accel.train.evaluation import EvalSettings, evaluate_split, public, summary_lines, write_report_files
 from accel.train.tracking import write_json
 from models import resolve_data_config
 from models.checkpoint import model_from_checkpoint
@@ -209,10 +209,8 @@ def main(args: Options) -> dict:
            "num_skipped": len(skipped)}
     write_json(doc, log_dir / "metrics.json")
     write_report_files(report, manifest, log_dir, prefix="test")
-    print(summary_line("test clip-level", report["clip"]))
-    if "video" in report:
-        print(summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} windows/video)",
-                           report["video"]))
+    for line in summary_lines(report):
+        print(line)
     for line in skipped_summary(skipped, f"{log_dir / 'metrics.json'}, key \"skipped\""):
         print(line)
     print(f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png")

@@ -15,14 +15,14 @@ The other seeds' commands work too (see README "Coming from ..."): ``--segments`
 ``r3d_18_late_fusion``, the seeds' model names are aliases, ``--loss bce`` trains one logit.
 ``--decoder`` picks the video decoder (``--backend`` is its old name).
 
-Reading order: ``main`` runs ``setup`` (every check of the inputs, before any training), then
-``train``: ``build_data``, ``build_training``, ``resume_training``, ``open_outputs``, per epoch
-``run_epoch`` and ``save_epoch``, then ``final_test`` and ``write_reports``.
+Reading order: ``main`` runs ``setup`` (every check of the inputs, before any training; the
+options become one frozen ``TrainConfig``), ``build_data``, ``build_training`` (model, optimiser,
+resumed state), ``open_outputs``, then ``train_loop`` (per epoch ``run_epoch`` and
+``save_epoch``) and ``report`` (``final_test``, metrics.json, plots).
 """
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 import os
 import re
@@ -35,18 +35,7 @@ import torch
 from torch import nn
 
 from accel import ManifestError, VideoDecodeError, build_loader
-from accel.cli import (
-    Options,
-    Parser,
-    UsageError,
-    fail,
-    flagged,
-    key_value,
-    non_negative_float,
-    one_line,
-    positive_int,
-    resolve_device,
-)
+from accel.cli import Options, Parser, UsageError, fail, flagged, one_line, resolve_device
 from accel.data.loader import ClipLoader
 from accel.data.manifests import CsvOptions, check_present, explain_skip
 from accel.data.samplers import ShardedSampler
@@ -73,26 +62,10 @@ PROG = "train.py"
 def get_args_parser() -> Parser:
     p = Parser(prog=PROG, description="Train a video classifier (CPU, one GPU, or torchrun DDP).",
                epilog=exit_status_help() + ".")
-    add_train_args(p, add_model_args=add_model_args, compile_modes=COMPILE_MODES)
-    return p
-
-
-def add_model_args(g) -> None:
     from models import list_models
 
-    g.add("--model", type=model_name, metavar="NAME",
-          help=f"one of {', '.join(list_models())}, or a seed's name (tsm_resnet, r2plus1d, cnnlstm...); "
-               "default resnet50_lstm, r3d_18_late_fusion with --segments, the checkpoint's with --resume")
-    g.add("--pretrained", action="store_true", help="ImageNet / Kinetics trunk weights (needs network)")
-    g.add("--weights", help="local weights: a trunk file or a checkpoint of this model")
-    g.add("--model_arg", type=key_value, action="append", default=[], metavar="NAME=VALUE",
-          help="extra model option, repeatable (e.g. hidden_size=128, dropout=0.2)")
-    g.add("--segments", "--num_segments", type=positive_int,
-          help="temporal segments of r3d_18_late_fusion (= --model_arg num_segments=N)")
-    g.add("--freeze_backbone", action="store_true", help="train only the head (trunk frozen)")
-    g.add("--backbone_lr_mult", type=non_negative_float, default=1.0,
-          help="trunk learning rate = lr x this (layer-wise LR; default 1)")
-    g.add_flag("--sync_bn", False, "SyncBatchNorm across DDP processes")
+    add_train_args(p, models=list_models(), model_type=model_name, compile_modes=COMPILE_MODES)
+    return p
 
 
 def model_name(text: str) -> str:
@@ -122,13 +95,8 @@ class Setup:
     missing: dict  # split -> [(path, reason)] of listed files that do not exist
     flag: PreemptionFlag = dataclasses.field(default_factory=PreemptionFlag)  # SIGTERM / SIGUSR1 seen
 
-    @property
-    def log_dir(self) -> Path:
-        return Path(self.cfg.log_dir or ".")
-
-    @property
-    def model_dir(self) -> Path:
-        return Path(self.cfg.model_dir or ".")
+    log_dir: Path = Path()  # set-up's resolved cfg.log_dir, cfg.model_dir
+    model_dir: Path = Path()
 
 
 def say(info: DistInfo, *msg) -> None:
@@ -161,9 +129,13 @@ def setup(args: Options) -> Setup:
     if amp and device.type != "cuda":
         say(info, f"note: --amp {amp} is for CUDA; training in float32 on {device}")
         amp = None
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     log_dir, model_dir = cfg.output_dirs()
     cfg = cfg.replace(log_dir=str(log_dir), model_dir=str(model_dir))
-    return Setup(cfg, info, device, splits, model, kwargs, amp, resume, missing)
+    return Setup(cfg, info, device, splits, model, kwargs, amp, resume, missing, log_dir=log_dir, model_dir=model_dir)
 
 
 def resume_checkpoint(cfg: TrainConfig, given: frozenset[str]) -> tuple[TrainConfig, dict | None, list[str]]:
@@ -284,10 +256,14 @@ def error_line(e: BaseException, s: Setup | None) -> str | None:
 def main(args: Options) -> dict:
     s = None
     try:
-        s = setup(args)                                   # set-up: every input checked
+        s = setup(args)                                    # set-up: every input checked
         s.flag.install()
         try:
-            return train(s)                               # data, model, loop, report
+            data = build_data(s)                           # data
+            tr = build_training(s, data)                   # model, optimiser, resumed state
+            run = open_outputs(s, data, tr)
+            result, val_skipped = train_loop(s, run)       # loop: train, validate, save
+            return report(s, run, result, val_skipped)     # report: final test, metrics, plots
         finally:
             s.flag.uninstall()
             destroy(s.info)
@@ -302,26 +278,16 @@ def main(args: Options) -> dict:
         fail(PROG, line)
 
 
-def train(s: Setup) -> dict:
-    """The run, top to bottom: data, model and optimiser (resumed), the epochs (train,
-    validate, save), then the final test of the best checkpoint and the reports."""
-    cfg, info = s.cfg, s.info
-    if cfg.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    elif s.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    for note in s.splits.notes:
-        say(info, f"note: {note}")
-    data = build_data(s)
-    tr = build_training(s, data)
-    run = Run(data, tr, open_outputs(s, data, tr))
-
+def train_loop(s: Setup, run: Run) -> tuple[dict, list]:
+    """The epochs (train, validate, save) until the last, early stopping or a signal; the
+    result so far and the last validation's skipped files."""
+    info, tr = s.info, run.tr
     stopped_early, val_preds = False, None
-    for epoch in range(tr.start_epoch, cfg.epochs):
+    for epoch in range(tr.start_epoch, s.cfg.epochs):
         record, val_preds = run_epoch(s, run, epoch)
         if info.is_main:
             save_epoch(s, run, record)
-        say(info, tracking.epoch_line(record, cfg.epochs))
+        say(info, tracking.epoch_line(record, s.cfg.epochs))
         signals = [x for x in all_gather_objects(s.flag.requested, info) if x]
         if signals:  # a signal during validation: last.pt was just written
             raise RunStopped(f"preempted by {signals[0]} after epoch {epoch + 1}: checkpoint "
@@ -332,19 +298,23 @@ def train(s: Setup) -> dict:
                       f"(best epoch {tr.selector.best_epoch + 1})")
             stopped_early = True
             break
+    result = {"history": tr.history, "best_epoch": tr.selector.best_epoch, "stopped_early": stopped_early}
+    return result, val_preds.skipped if val_preds else []
 
-    val_skipped = val_preds.skipped if val_preds else []
-    skipped = tracking.gather_skipped(info, data.train_loader.skipped, val_skipped, s.missing)
-    result: dict = {"history": tr.history, "best_epoch": tr.selector.best_epoch, "stopped_early": stopped_early}
+
+def report(s: Setup, run: Run, result: dict, val_skipped: list) -> dict:
+    """Rank 0: the best checkpoint on the test split, the skipped files, metrics.json, plots."""
+    info, tr = s.info, run.tr
+    skipped = tracking.gather_skipped(info, run.data.train_loader.skipped, val_skipped, s.missing)
     barrier(info)
     if info.is_main:
         test_public = final_test(s, run, skipped)
         if test_public is not None:
             result["test"] = test_public
-        for line in tracking.write_reports(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector,
-                                  tr.shards, test=test_public, skipped=skipped):
+        for line in tracking.write_reports(s.log_dir, run.config, s.splits.classes, tr.history,
+                                           tr.selector, tr.shards, test=test_public, skipped=skipped):
             say(info, line)
-        run.out.logger.close()
+        run.logger.close()
         say(info, f"metrics: {s.log_dir / 'metrics.json'}   plots: {s.log_dir}/*.png   "
                   f"best checkpoint: {s.model_dir / 'best.pt'}")
     barrier(info)
@@ -366,6 +336,8 @@ def build_data(s: Setup) -> Data:
     """The training loader (this rank's shard, class-balanced with --balanced_sampler), its
     augmentation, how validation and test clips are read, and the loss's class weights."""
     cfg, info, train = s.cfg, s.info, s.splits.train
+    for note in s.splits.notes:
+        say(info, f"note: {note}")
     weights_mode = cfg.class_weights
     if weights_mode == "auto":
         weights_mode = "none" if cfg.balanced_sampler else "balanced"
@@ -392,8 +364,9 @@ def build_data(s: Setup) -> Data:
         fail(PROG, "no training batches")
     mean, std = resolve_data_config(s.model).stats  # the model's, as in every evaluation
     return Data(train_loader, train_transform(cfg, mean, std),
-                eval_settings(cfg, cfg.val_sampling, mean, std, video_level=False),
-                eval_settings(cfg, cfg.test_sampling, mean, std, video_level=cfg.video_eval), loss_weights)
+                evaluation.EvalSettings.of_run(cfg, cfg.val_sampling, mean=mean, std=std, video_level=False),
+                evaluation.EvalSettings.of_run(cfg, cfg.test_sampling, mean=mean, std=std,
+                                               video_level=cfg.video_eval), loss_weights)
 
 
 def train_transform(cfg: TrainConfig, mean, std) -> ClipTransform:
@@ -404,15 +377,6 @@ def train_transform(cfg: TrainConfig, mean, std) -> ClipTransform:
         return ClipTransform(cfg.size, train=True, scale=(1.0, 1.0), ratio=(1.0, 1.0), rotate_deg=0.0,
                              brightness=0.0, contrast=0.0, saturation=0.0, mean=mean, std=std)
     return ClipTransform(cfg.size, train=False, mean=mean, std=std)
-
-
-def eval_settings(cfg: TrainConfig, sampling: str, mean, std, *, video_level: bool) -> evaluation.EvalSettings:
-    return evaluation.EvalSettings(
-        clip_len=cfg.clip_len, size=cfg.size, sampling=sampling,
-        batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
-        backend=cfg.decoder, frame_size=(cfg.decode_size, cfg.decode_size), seed=cfg.seed,
-        mean=mean, std=std, video_level=video_level, video_stride=cfg.video_stride,
-        window_stride=cfg.window_stride, max_windows=cfg.max_windows, rotate=cfg.autorotate)
 
 
 # --------------------------------------------------------------------------- model and optimiser
@@ -451,32 +415,28 @@ def build_training(s: Setup, data: Data) -> Training:
 
 # --------------------------------------------------------------------------- outputs
 @dataclasses.dataclass
-class Outputs:
+class Run:
+    """What the loop reads and changes, beside the set-up: the data, the training state, and
+    where the numbers go."""
+    data: Data
+    tr: Training
     config: dict  # the options and what they resolved to: config.json, and "args" in checkpoints
     logger: tracking.RunLogger
     make_bar: Callable  # (total, desc) -> a tqdm bar, disabled off rank 0 and with --no_progress
     ckpt_meta: dict  # what every checkpoint records besides the state
 
 
-@dataclasses.dataclass
-class Run:
-    """What the loop reads and changes, beside the set-up."""
-    data: Data
-    tr: Training
-    out: Outputs
-
-
-def open_outputs(s: Setup, data: Data, tr: Training) -> Outputs:
+def open_outputs(s: Setup, data: Data, tr: Training) -> Run:
     """config.json, the run logger (CSV, TensorBoard, W&B) and the run's description line."""
     cfg, info, splits, classes = s.cfg, s.info, s.splits, s.splits.classes
     loader = data.train_loader
     config = checkpoint.plain({**cfg.as_dict(), "classes": classes, "world_size": info.world_size,
-                    "distributed": info.describe(), "device": str(s.device), "amp_effective": s.amp,
-                    "decoder": loader.backend, "decoder_reason": loader.reason})
+                               "distributed": info.describe(), "device": str(s.device), "amp_effective": s.amp,
+                               "decoder": loader.backend, "decoder_reason": loader.reason})
     wandb = {"project": cfg.wandb_project, "name": cfg.wandb_name, "mode": cfg.wandb_mode} if cfg.wandb else None
     try:
-        logger = tracking.RunLogger(s.log_dir, enabled=info.is_main, tensorboard=None if cfg.tensorboard else False,
-                           wandb=wandb, config=config)
+        logger = tracking.RunLogger(s.log_dir, enabled=info.is_main, wandb=wandb, config=config,
+                                    tensorboard=None if cfg.tensorboard else False)
     except ImportError as e:
         fail(PROG, f"--wandb: {one_line(e)}" if e.name == "wandb" else one_line(e))
     if info.is_main:
@@ -493,7 +453,7 @@ def open_outputs(s: Setup, data: Data, tr: Training) -> Outputs:
     say(info, f"logs -> {s.log_dir}   checkpoints -> {s.model_dir}")
     ckpt_meta = {"model_name": cfg.model, "model_kwargs": s.model_kwargs, "classes": classes, "args": config,
                  "config": checkpoint.plain(cfg.as_dict()), "eval": dataclasses.asdict(data.test_settings)}
-    return Outputs(config, logger, tracking.progress_bar(cfg.progress and info.is_main), ckpt_meta)
+    return Run(data, tr, config, logger, tracking.progress_bar(cfg.progress and info.is_main), ckpt_meta)
 
 
 # --------------------------------------------------------------------------- one epoch
@@ -535,7 +495,7 @@ def train_epoch(s: Setup, run: Run, epoch: int) -> dict:
     aug = torch.Generator()  # reseeded every step (LongRunHooks), as are the global RNGs
     batches = DevicePrefetcher(train_loader, s.device, transform=run.data.train_tf, generator=aug)
     hooks = epoch_hooks(s, run, epoch, aug)
-    bar = run.out.make_bar(len(train_loader), f"epoch {epoch + 1}/{cfg.epochs}")
+    bar = run.make_bar(len(train_loader), f"epoch {epoch + 1}/{cfg.epochs}")
     try:
         stats = train_one_epoch(tr.net, tr.model, tr.criterion, tr.optimizer, tr.schedule, batches,
                                 scaler=tr.scaler, ddp=tr.ddp, accum_steps=cfg.accum_steps,
@@ -544,11 +504,7 @@ def train_epoch(s: Setup, run: Run, epoch: int) -> dict:
     finally:
         hooks.close()
         bar.close()
-    seen = all_gather_objects(stats.pop("video_ids"), info)
-    shard_record = {"batches_per_rank": all_gather_objects(epoch_batches, info),
-                    "clips_per_rank": [len(x) for x in seen],
-                    # clips read on two or more ranks (pairwise, for any number of ranks)
-                    "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2) for i in a & b})}
+    shard_record = tracking.shard_record(info, stats.pop("video_ids"), epoch_batches)
     if not tr.shards:
         tr.shards = shard_record
     if shard_record["clips_per_rank"] and sum(shard_record["clips_per_rank"]) == 0:
@@ -580,7 +536,7 @@ def epoch_hooks(s: Setup, run: Run, epoch: int, aug: torch.Generator) -> LongRun
 # --------------------------------------------------------------------------- save
 def training_state(run: Run, epoch: int, in_epoch: dict | None) -> dict:
     """A full checkpoint: what every one records (options, classes...) and the training state."""
-    return {**run.out.ckpt_meta, **run.tr.state_dict(epoch, in_epoch)}
+    return {**run.ckpt_meta, **run.tr.state_dict(epoch, in_epoch)}
 
 
 def save_epoch(s: Setup, run: Run, record: dict) -> None:
@@ -594,9 +550,9 @@ def save_epoch(s: Setup, run: Run, record: dict) -> None:
         checkpoint.link_or_copy(s.model_dir / "best.pt", s.model_dir / "last.pt")
     else:
         checkpoint.save_checkpoint(state, s.model_dir / "last.pt")
-    run.out.logger.log(logged, step=record["epoch"])
-    tracking.write_metrics(s.log_dir, run.out.config, s.splits.classes, tr.history, tr.selector, tr.shards,
-                  test=None, skipped=None)
+    run.logger.log(logged, step=record["epoch"])
+    tracking.write_metrics(s.log_dir, run.config, s.splits.classes, tr.history, tr.selector, tr.shards,
+                           test=None, skipped=None)
     tracking.plot_history(s.log_dir, tr.history)
 
 
@@ -606,7 +562,7 @@ def final_test(s: Setup, run: Run, skipped: dict) -> dict | None:
     its reports go to log_dir and its skipped files into ``skipped``. None without a test split."""
     from accel.deploy.perf import optimize
 
-    test, make_bar = s.splits.test, run.out.make_bar
+    test, make_bar = s.splits.test, run.make_bar
     if test is None or not len(test):
         return None
     best = s.model_dir / ("best.pt" if (s.model_dir / "best.pt").exists() else "last.pt")
@@ -614,17 +570,15 @@ def final_test(s: Setup, run: Run, skipped: dict) -> dict | None:
     test_net = optimize(model_from_checkpoint(ck, source=best), channels_last=s.cfg.channels_last, amp=s.amp,
                         compile=False, device=s.device)
     report = evaluation.evaluate_split(test_net, test, run.data.test_settings, s.device,
-                            progress_factory=lambda n, d: make_bar(n, f"test {d}"))
+                                       progress_factory=lambda n, d: make_bar(n, f"test {d}"))
     skipped["test"] = skipped.get("test", []) + report["skipped"]
     evaluation.write_report_files(report, test, s.log_dir, prefix="test")
     if not report["clip"].get("n"):
         say(s.info, f"warning: test: no readable video: all {len(test)} of {test.source} "
                     "were skipped (see the list below)")
-    say(s.info, evaluation.summary_line("test clip-level", report["clip"]))
-    if "video" in report:
-        say(s.info, evaluation.summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} "
-                                 "windows/video)", report["video"]))
-    run.out.logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
+    for line in evaluation.summary_lines(report):
+        say(s.info, line)
+    run.logger.summary({f"test_{k}": v for k, v in report["clip"].items()}
                            | {f"test_video_{k}": v for k, v in report.get("video", {}).items()})
     return {"checkpoint": str(best), "epoch": ck["epoch"], **evaluation.public(report)}
 

@@ -14,7 +14,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..cli import Parser, UsageError, non_negative_float, non_negative_int, positive_float, positive_int, unit_interval
+from ..cli import (
+    Parser,
+    UsageError,
+    key_value,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    unit_interval,
+)
 from ..data.loader import LOADER_BACKENDS
 from ..data.reading import ON_ERROR
 from ..data.sampling import STRATEGIES
@@ -200,11 +209,13 @@ class TrainConfig:
 
 
 # --------------------------------------------------------------------------- the flags
-def add_train_args(p: Parser, *, add_model_args: Callable[[Any], None], compile_modes: Sequence[str]) -> None:
-    """train.py's options, by group; the script adds the model group (it knows the models) and
-    the torch.compile modes (``accel.deploy.perf``)."""
+def add_train_args(p: Parser, *, models: Sequence[str], model_type: Callable[[str], str],
+                   compile_modes: Sequence[str]) -> None:
+    """train.py's options, by group. The script names the registered ``models`` and parses a
+    model name (``model_type``: accel never imports the models) and the torch.compile modes
+    (``accel.deploy.perf``)."""
     add_data_args(p.add_argument_group("data"))
-    add_model_args(p.add_argument_group("model"))
+    add_model_args(p.add_argument_group("model"), models, model_type)
     add_optimisation_args(p.add_argument_group("optimisation"))
     add_selection_args(p.add_argument_group("model selection and stopping"))
     add_speed_args(p.add_argument_group("speed"), compile_modes)
@@ -245,6 +256,22 @@ def add_data_args(g) -> None:
           help="an undecodable file is skipped and listed (default) or stops the run")
     g.add("--augment", nargs="?", const="full", choices=("full", "flip", "none"), default="full",
           help="training augmentation: full (crop, flip, rotate, colour; --augment alone), flip, none")
+
+
+def add_model_args(g, models: Sequence[str], model_type: Callable[[str], str]) -> None:
+    g.add("--model", type=model_type, metavar="NAME",
+          help=f"one of {', '.join(models)}, or a seed's name (tsm_resnet, r2plus1d, cnnlstm...); "
+               "default resnet50_lstm, r3d_18_late_fusion with --segments, the checkpoint's with --resume")
+    g.add("--pretrained", action="store_true", help="ImageNet / Kinetics trunk weights (needs network)")
+    g.add("--weights", help="local weights: a trunk file or a checkpoint of this model")
+    g.add("--model_arg", type=key_value, action="append", default=[], metavar="NAME=VALUE",
+          help="extra model option, repeatable (e.g. hidden_size=128, dropout=0.2)")
+    g.add("--segments", "--num_segments", type=positive_int,
+          help="temporal segments of r3d_18_late_fusion (= --model_arg num_segments=N)")
+    g.add("--freeze_backbone", action="store_true", help="train only the head (trunk frozen)")
+    g.add("--backbone_lr_mult", type=non_negative_float, default=1.0,
+          help="trunk learning rate = lr x this (layer-wise LR; default 1)")
+    g.add_flag("--sync_bn", False, "SyncBatchNorm across DDP processes")
 
 
 def add_optimisation_args(g) -> None:

@@ -29,6 +29,7 @@ from ..data.samplers import ShardSampler
 from ..data.sampling import Strategy
 from ..data.transforms import ClipTransform
 from ..data.windows import build_window_loader
+from .config import TrainConfig
 from .distributed import DistInfo, gather_arrays
 from .metrics import aggregate_by_video, classification_metrics, softmax
 
@@ -99,6 +100,17 @@ class EvalSettings:
     window_stride: int | None = None
     max_windows: int | None = 16
     rotate: bool = True  # frames as displayed (display matrix applied); False: as stored
+
+    @classmethod
+    def of_run(cls, cfg: TrainConfig, sampling: Strategy, *, mean: Sequence[float], std: Sequence[float],
+               video_level: bool) -> EvalSettings:
+        """How a training run (``cfg``, set-up done) reads validation or test clips."""
+        assert cfg.clip_len and cfg.size and cfg.decode_size, "set-up fills in the model's input"
+        return cls(clip_len=cfg.clip_len, size=cfg.size, sampling=sampling,
+                   batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
+                   backend=cfg.decoder, frame_size=(cfg.decode_size, cfg.decode_size), seed=cfg.seed,
+                   mean=mean, std=std, video_level=video_level, video_stride=cfg.video_stride,
+                   window_stride=cfg.window_stride, max_windows=cfg.max_windows, rotate=cfg.autorotate)
 
 
 def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None
@@ -226,3 +238,12 @@ def summary_line(name: str, m: dict) -> str:
 
     return (f"{name}: n={m.get('n', 0)} accuracy={f('accuracy')} balanced={f('balanced_accuracy')} "
             f"f1_macro={f('f1_macro')} auroc={f('auroc')} loss={f('loss')}")
+
+
+def summary_lines(report: dict, split: str = "test") -> list[str]:
+    """The clip-level line of an :func:`evaluate_split` report, and the video-level one if any."""
+    lines = [summary_line(f"{split} clip-level", report["clip"])]
+    if "video" in report:
+        lines.append(summary_line(f"{split} video-level ({report['video']['windows_per_video']:.1f} "
+                                  "windows/video)", report["video"]))
+    return lines

@@ -157,6 +157,14 @@ def epoch_record(info: DistInfo, epoch: int, *, lr: float, stats: dict, val: dic
     }
 
 
+def shard_record(info: DistInfo, video_ids: list, batches: int) -> dict:
+    """How an epoch's clips fell on the ranks (``video_ids``: those this rank read)."""
+    seen = all_gather_objects(video_ids, info)
+    return {"batches_per_rank": all_gather_objects(batches, info), "clips_per_rank": [len(x) for x in seen],
+            # clips read on two or more ranks (pairwise, for any number of ranks)
+            "overlap": len({i for a, b in itertools.combinations(map(set, seen), 2) for i in a & b})}
+
+
 def step_means(per_rank: list[list]) -> list:
     """Each step's loss, the mean over the ranks (None for a skipped, non-finite step)."""
     out = []

@@ -22,6 +22,7 @@ resumed state), ``open_outputs``, then ``train_loop`` (per epoch ``run_epoch`` a
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -122,8 +123,9 @@ def setup(args: Options) -> Setup:
                          f"resume it with as many (not {info.world_size}), or from last.pt")
     splits, missing = read_splits(cfg, info, resume)
     given_model = {"segments", "model_arg"} & args.given
-    kwargs = cfg.model_options() if resume is None else \
-        checkpoint.resumed_model_options(resume, cfg.model_options() if given_model else None)
+    with mismatch_as_usage_error(cfg.resume):
+        kwargs = cfg.model_options() if resume is None else \
+            checkpoint.resumed_model_options(resume, cfg.model_options() if given_model else None)
     model, cfg = setup_model(cfg, info, len(splits.classes), kwargs, resume)
     amp = None if cfg.amp == "none" else cfg.amp
     if amp and device.type != "cuda":
@@ -158,9 +160,22 @@ def resume_checkpoint(cfg: TrainConfig, given: frozenset[str]) -> tuple[TrainCon
     if cfg.resume is None:
         return cfg, None, notes
     ck = ck or checkpoint.read_checkpoint(cfg.resume, require=checkpoint.RESUME_ENTRIES)
-    changes, replaced = checkpoint.resumed_options(ck, cfg.as_dict(), given)
+    with mismatch_as_usage_error(cfg.resume):
+        changes, replaced = checkpoint.resumed_options(ck, cfg.as_dict(), given)
     notes += [f"--{r.option} {r.value} replaces the checkpoint's {r.saved}" for r in replaced]
     return cfg.replace(**changes), ck, notes
+
+
+@contextlib.contextmanager
+def mismatch_as_usage_error(path: str):
+    """The resume policy's refusal as one line naming the flags."""
+    try:
+        yield
+    except checkpoint.ResumeMismatch as e:
+        if e.option == "model_kwargs":
+            raise UsageError(f"--resume {path}: the checkpoint's model options are {e.saved}, not {e.value}") from None
+        raise UsageError(f"--resume {path}: the checkpoint was trained with --{e.option} {e.saved}, "
+                         f"not --{e.option} {e.value}") from None
 
 
 def read_splits(cfg: TrainConfig, info: DistInfo, resume: dict | None) -> tuple[Splits, dict]:
@@ -236,11 +251,6 @@ def setup_model(cfg: TrainConfig, info: DistInfo, num_classes: int, kwargs: dict
 # --------------------------------------------------------------------------- main
 def error_line(e: BaseException, s: Setup | None) -> str | None:
     """The one line an expected failure ends the run with (None: a bug, shown in full)."""
-    if isinstance(e, checkpoint.ResumeMismatch):
-        where = f"--resume {s.cfg.resume if s else ''}".strip()
-        if e.option == "model_kwargs":
-            return f"{where}: the checkpoint's model options are {e.saved}, not {e.value}"
-        return f"{where}: the checkpoint was trained with --{e.option} {e.saved}, not --{e.option} {e.value}"
     if isinstance(e, (UsageError, checkpoint.CheckpointError)):
         return one_line(e)
     if isinstance(e, ManifestError):

@@ -156,14 +156,15 @@ def test_the_models_statistics_reach_training_and_evaluation(train_mod):
     """train.py normalises (and records for evaluate.py) what the model's data config says:
     Kinetics for the torchvision 3-D models, ImageNet for the 2-D trunks."""
     from accel.data.config import IMAGENET_MEAN, IMAGENET_STD, KINETICS400_MEAN, KINETICS400_STD
+    from accel.train.evaluation import EvalSettings
     from models import create_model, resolve_data_config
 
     a = train_mod.get_args_parser().parse_args(["--data_dir", "x", "--clip_len", "4", "--size", "32"])
-    cfg = train_mod.TrainConfig.from_options(a)
+    cfg = train_mod.TrainConfig.from_options(a, decode_size=32)  # as set-up leaves it
     for name, stats in (("r3d_18", (KINETICS400_MEAN, KINETICS400_STD)),
                         ("tsm_resnet18", (IMAGENET_MEAN, IMAGENET_STD))):
         mean, std = resolve_data_config(create_model(name, num_classes=2)).stats
-        s = train_mod.eval_settings(cfg, "uniform", mean, std, video_level=False)
+        s = EvalSettings.of_run(cfg, "uniform", mean=mean, std=std, video_level=False)
         assert (tuple(s.mean), tuple(s.std)) == stats, name
 
 

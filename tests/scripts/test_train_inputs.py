@@ -204,7 +204,9 @@ def test_resume_states_a_changed_option(train_mod, one_epoch):
     assert ck["config"]["clip_len"] == 4 and ck["config"]["model"] == "tsn_resnet18"  # the run's TrainConfig
     old = {k: v for k, v in ck.items() if k != "config"}  # a checkpoint from before "config"
     assert train_mod.resume_checkpoint(train_mod.TrainConfig.from_options(args), args.given)[0] == cfg
-    assert train_mod.resumed_options(old, cfg.as_dict(), args.given)[0]["size"] == 32
+    from accel.train.checkpoint import resumed_options
+
+    assert resumed_options(old, cfg.as_dict(), args.given)[0]["size"] == 32
 
 
 # --------------------------------------------------------------------------- evaluate.py / test.py

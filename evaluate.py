@@ -22,12 +22,13 @@ from pathlib import Path
 import torch
 
 from accel import ManifestError
-from accel.cli import Parser, UsageError, fail, non_negative_int, one_line, positive_int, resolve_device
+from accel.cli import Options, Parser, UsageError, fail, flagged, non_negative_int, positive_int, resolve_device
 from accel.data.loader import LOADER_BACKENDS
-from accel.data.manifests import CsvOptions, check_present, explain_skip, skipped_summary
+from accel.data.manifests import CsvOptions, check_present, skipped_summary
 from accel.data.sampling import STRATEGIES
+from accel.io.diagnose import explain_skip
 from accel.train.checkpoint import EVAL_ENTRIES, CheckpointError, read_checkpoint
-from accel.train.evaluation import EvalSettings, evaluate_split, public, summary_line, write_report_files
+from accel.train.evaluation import EvalSettings, evaluate_split, public, summary_lines, write_report_files
 from accel.train.tracking import write_json
 from models import resolve_data_config
 from models.checkpoint import model_from_checkpoint
@@ -35,6 +36,11 @@ from models.checkpoint import model_from_checkpoint
 PROG = "evaluate.py"
 RUNTIMES = ("eager", "onnx", "aoti", "tensorrt")
 SUFFIX = {"onnx": ".onnx", "aoti": ".pt2", "tensorrt": ".ep"}
+# The options that change how the checkpoint's recorded evaluation reads clips, when given:
+# option -> EvalSettings field.
+EVAL_OPTIONS = {"test_sampling": "sampling", "batch_size": "batch_size", "num_workers": "num_workers",
+                "decoder": "backend", "video_stride": "video_stride", "window_stride": "window_stride",
+                "max_windows": "max_windows", "autorotate": "rotate"}
 
 
 def get_args_parser() -> Parser:
@@ -83,7 +89,7 @@ def test_manifest(args, classes):
 
     options = CsvOptions(args.path_column, args.label_column, args.video_root)
     if args.test_dir:
-        manifest = load_other(args.test_dir, "test", classes, options, "--test_dir")
+        manifest = load_other(args.test_dir, "test", classes, options, "test_dir")
     elif args.data_dir:
         src = Path(args.data_dir)
         if not src.exists():
@@ -96,7 +102,7 @@ def test_manifest(args, classes):
         raise UsageError("give --test_dir or --data_dir (with --split, default test)")
     present, gone, warning = check_present(manifest)
     if warning:
-        print(warning, flush=True)
+        print(flagged(warning), flush=True)
     return present, [list(g) for g in gone]
 
 
@@ -148,7 +154,7 @@ def build_runner(args, model, settings: EvalSettings, device: torch.device, log_
     return export.load_exported(path, device)
 
 
-def main(args) -> dict:
+def main(args: Options) -> dict:
     try:
         args.checkpoint = str(checkpoint_path(args.checkpoint))
         ckpt = read_checkpoint(args.checkpoint, require=EVAL_ENTRIES)
@@ -159,11 +165,7 @@ def main(args) -> dict:
         e = dict(ckpt.get("eval") or {})
         if not e:
             raise CheckpointError(f"{args.checkpoint}: records no evaluation settings")
-        overrides = {"sampling": args.test_sampling, "batch_size": args.batch_size,
-                     "num_workers": args.num_workers, "backend": args.decoder,
-                     "video_stride": args.video_stride, "window_stride": args.window_stride,
-                     "max_windows": args.max_windows, "rotate": args.autorotate}
-        e.update({k: v for k, v in overrides.items() if v is not None})
+        e.update({EVAL_OPTIONS[k]: v for k, v in args.given_values(EVAL_OPTIONS).items()})
         if e.get("backend") == "dali" and device.type != "cuda":
             e["backend"] = "auto"  # trained with NVDEC, evaluated here on the CPU decoders
         e["video_level"] = args.video_eval
@@ -176,7 +178,7 @@ def main(args) -> dict:
         settings = EvalSettings(**e)
         check_matches(args, ckpt, model, settings.clip_len)
         train_args = ckpt.get("args") or {}
-        amp = args.amp if args.amp is not None else (train_args.get("amp_effective") or "none")
+        amp = args.amp if "amp" in args.given else (train_args.get("amp_effective") or "none")
         amp = None if amp == "none" or device.type != "cuda" else amp
         log_dir = Path(args.log_dir) if args.log_dir else Path(args.checkpoint).parent / f"eval_{args.split}"
         if args.runtime == "tensorrt" and device.type != "cuda":
@@ -184,7 +186,7 @@ def main(args) -> dict:
         log_dir.mkdir(parents=True, exist_ok=True)
         runner = build_runner(args, model, settings, device, log_dir, amp)
     except (UsageError, ManifestError, CheckpointError, ImportError, FileNotFoundError, ValueError) as err:
-        fail(PROG, one_line(err))
+        fail(PROG, flagged(err))
 
     from tqdm import tqdm
 
@@ -208,10 +210,8 @@ def main(args) -> dict:
            "num_skipped": len(skipped)}
     write_json(doc, log_dir / "metrics.json")
     write_report_files(report, manifest, log_dir, prefix="test")
-    print(summary_line("test clip-level", report["clip"]))
-    if "video" in report:
-        print(summary_line(f"test video-level ({report['video']['windows_per_video']:.1f} windows/video)",
-                           report["video"]))
+    for line in summary_lines(report):
+        print(line)
     for line in skipped_summary(skipped, f"{log_dir / 'metrics.json'}, key \"skipped\""):
         print(line)
     print(f"metrics: {log_dir / 'metrics.json'}   plots: {log_dir}/*.png")

@@ -44,6 +44,20 @@ def _add_flag(container, name: str, default: bool, help: str) -> None:
     _add(container, "--no_" + dest, dest=dest, action="store_false", help=argparse.SUPPRESS)
 
 
+class Options(argparse.Namespace):
+    """Parsed options; ``given``: the destinations the command line set (not a default)."""
+
+    __slots__ = ("given",)  # not an option: vars() and == see the options only
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.given: frozenset[str] = frozenset()
+        super().__init__(**kwargs)
+
+    def given_values(self, names) -> dict[str, Any]:
+        """``{name: value}`` of those of ``names`` the command line gave."""
+        return {n: getattr(self, n) for n in names if n in self.given}
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose ``add`` / ``add_flag`` (also on its groups) register both
     spellings, and whose errors are one line."""
@@ -54,24 +68,24 @@ class Parser(argparse.ArgumentParser):
     def add(self, *names: str, **kwargs: Any) -> argparse.Action:
         return _add(self, *names, **kwargs)
 
-    def parse_args(self, args=None, namespace=None):
-        """Parse as usual; ``ns._given`` is the set of options given on the command line
-        (so a resumed run can tell a default from a value the user typed)."""
-        argv = sys.argv[1:] if args is None else [str(a) for a in args]
-        ns = super().parse_args(argv, namespace)
-        ns._given = self.given_options(argv)
-        return ns
-
-    def given_options(self, argv) -> set[str]:
-        saved = [(a, a.default) for a in self._actions]
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        """Parse once with every default held back, so what the namespace holds is what the
+        command line gave (``Options.given``), then fill in the defaults (a resumed or
+        evaluated run overlays only the given options on what its checkpoint recorded)."""
+        defaults = [(a, a.default) for a in self._actions]
         try:
             for a in self._actions:
                 a.default = argparse.SUPPRESS
-            ns, _ = super().parse_known_args(argv, argparse.Namespace())
+            ns, extras = super().parse_known_args(args, Options() if namespace is None else namespace)
         finally:
-            for a, default in saved:
+            for a, default in defaults:
                 a.default = default
-        return set(vars(ns))
+        if isinstance(ns, Options):
+            ns.given = frozenset(vars(ns))
+        for a, default in defaults:  # the first action of a dest sets its default, as argparse does
+            if a.dest != argparse.SUPPRESS and default is not argparse.SUPPRESS and not hasattr(ns, a.dest):
+                setattr(ns, a.dest, a.type(default) if isinstance(default, str) and callable(a.type) else default)
+        return ns, extras
 
     def add_flag(self, name: str, default: bool, help: str) -> None:
         _add_flag(self, name, default, help)
@@ -98,6 +112,13 @@ def one_line(e: BaseException, *, typed: bool = False, limit: int | None = None)
         text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     text = text or type(e).__name__
     return text if limit is None else text[:limit]
+
+
+def flagged(e: BaseException) -> str:
+    """``one_line(e)``, where a library message names the ``option`` it concerns (a parameter
+    such as ``test_dir``; ``accel.data.manifests.OptionMessage``) naming it as the flag ``--option``."""
+    option, naming = getattr(e, "option", None), getattr(e, "naming", None)
+    return one_line(Exception(naming(f"--{option}"))) if option and callable(naming) else one_line(e)
 
 
 # --------------------------------------------------------------------------- value types

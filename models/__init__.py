@@ -8,7 +8,7 @@ Every model takes a float (B, C, T, H, W) batch (channels_last_3d preferred) and
 the normalisation its weights expect, its usual clip length and size, which weights;
 ``resolve_data_config(model_or_name)``), with ``mean`` / ``std`` / ``default_clip_len`` /
 ``default_size`` read from it, a ``backbone`` submodule, ``freeze_backbone()`` and
-``param_groups(lr, backbone_lr_mult)``.
+``param_groups(lr, backbone_lr_mult)`` (``accel.train.optim.param_groups`` for any model).
 """
 
 # Importing the modules registers their models.

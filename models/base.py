@@ -11,6 +11,7 @@ from torch import nn
 
 from accel.data.config import DataConfig
 from accel.data.transforms import frames_view
+from accel.train.optim import param_groups  # re-exported: models' users import it from here
 
 __all__ = ["VideoClassifier", "frames_view", "param_groups", "load_pretrained_trunk", "PretrainedUnavailable"]
 
@@ -77,29 +78,7 @@ class VideoClassifier(nn.Module):
 
         Frozen parameters are left out. Each group carries a ``"name"`` for logging.
         """
-        bb = {id(p) for p in self.backbone.parameters()}
-        trunk = [p for p in self.backbone.parameters() if p.requires_grad]
-        rest = [p for p in self.parameters() if id(p) not in bb and p.requires_grad]
-        groups = []
-        for name, params, group_lr in (("backbone", trunk, lr * backbone_lr_mult), ("head", rest, lr)):
-            if params:
-                g = {"params": params, "lr": group_lr, "name": name}
-                if weight_decay is not None:
-                    g["weight_decay"] = weight_decay
-                groups.append(g)
-        return groups
-
-
-def param_groups(model: nn.Module, *, lr: float, backbone_lr: float | None = None, weight_decay: float | None = None):
-    """Optimiser groups for any model: ``backbone_lr`` for the trunk (default ``lr / 10``)."""
-    backbone_lr = lr * 0.1 if backbone_lr is None else backbone_lr
-    model = getattr(model, "_orig_mod", model)  # torch.compile wrapper
-    if isinstance(model, VideoClassifier):
-        return model.param_groups(lr, backbone_lr_mult=backbone_lr / lr if lr else 0.0, weight_decay=weight_decay)
-    g = {"params": [p for p in model.parameters() if p.requires_grad], "lr": lr, "name": "all"}
-    if weight_decay is not None:
-        g["weight_decay"] = weight_decay
-    return [g]
+        return param_groups(self, lr=lr, backbone_lr=lr * backbone_lr_mult, weight_decay=weight_decay)
 
 
 @contextlib.contextmanager

@@ -41,10 +41,7 @@ MAX_FUNCTION_LINES = 80
 OURS = ("accel", "models", "benchmarks")  # the packages whose private names stay private
 LAYER_RANK = {"accel.io": 0, "accel.data": 1, "accel.train": 2, "accel.deploy": 2}
 # (importer, imported) pairs the rules let through for now, each with the reason it goes.
-ALLOWED = {
-    # goes when param_groups moves into accel.train.optim (issue 28, section 2)
-    ("accel.train.optim", "models"),
-}
+ALLOWED: set[tuple[str, str]] = set()  # (importer, "models") pairs excused from the rule: none
 
 
 # --------------------------------------------------------------------------- the checker

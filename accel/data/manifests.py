@@ -172,8 +172,35 @@ class Manifest:
         return f"Manifest({len(self)} rows, {len(self.classes)} classes, source={self.source!r})"
 
 
-class ManifestError(ValueError):
+class OptionMessage:
+    """A message that may concern one of the caller's options (a parameter such as
+    ``path_column`` or ``test_dir``): ``option`` names it, and the text refers to it as
+    ``{option}``. ``str()`` says the parameter's name; a script names its own flag with
+    :meth:`naming` (``e.naming("--path_column")``)."""
+
+    def __init__(self, text: str, *, option: str | None = None) -> None:
+        self.text = text
+        self.option = option
+        super().__init__(self.naming(option or "the option"))  # type: ignore[call-arg]
+
+    def naming(self, name: str) -> str:
+        """The message with the option called ``name``."""
+        return self.text.replace("{option}", name)
+
+    def __reduce__(self):  # pickled whole (the fields are keyword-only)
+        return _rebuild, (type(self), self.text, self.option)
+
+
+def _rebuild(kind: type, text: str, option: str | None) -> OptionMessage:
+    return kind(text, option=option)
+
+
+class ManifestError(OptionMessage, ValueError):
     """A dataset layout that cannot be used; the message names the place and the problem."""
+
+
+class MissingFilesWarning(OptionMessage, UserWarning):
+    """Listed files that do not exist (returned by :func:`check_present`, not raised)."""
 
 
 @dataclass(frozen=True)
@@ -252,17 +279,18 @@ def _read_table(csv_path: Path) -> CsvTable:
 
 
 def _find_column(header: list[str], given: str | None, names: Sequence[str], what: str,
-                 flag: str, csv_path: Path) -> int:
+                 option: str, csv_path: Path) -> int:
     lower = [h.lower() for h in header]
     if given is not None:
         if given.lower() not in lower:
-            raise ManifestError(f"{csv_path}: no column {given!r} ({flag}); the header is {header}")
+            raise ManifestError(f"{csv_path}: no column {given!r} ({{option}}); the header is {header}",
+                                option=option)
         return lower.index(given.lower())
     for name in names:
         if name in lower:
             return lower.index(name)
     raise ManifestError(f"{csv_path}: no {what} column (looked for {', '.join(names[:6])}); the header "
-                        f"is {header}; name it with {flag}")
+                        f"is {header}; name it with {{option}}", option=option)
 
 
 _CLASS_ID = re.compile(r"\d+(\.0*)?")          # 3, 03, 3.0 (pandas writes ints as floats)
@@ -355,8 +383,8 @@ def csv_manifest(csv_path: str | Path, split: str | None = None, *,
         raise ManifestError(f"{csv_path}: no such file")
     table = _read_table(csv_path)
     header = table.header
-    pcol = _find_column(header, path_column, PATH_COLUMNS, "path", "--path_column", csv_path)
-    lcol = _find_column(header, label_column, LABEL_COLUMNS, "label", "--label_column", csv_path)
+    pcol = _find_column(header, path_column, PATH_COLUMNS, "path", "path_column", csv_path)
+    lcol = _find_column(header, label_column, LABEL_COLUMNS, "label", "label_column", csv_path)
     rows = np.arange(len(table), dtype=np.int64)
     if split is not None:
         by_split = _rows_by_split(csv_path, table)
@@ -502,28 +530,31 @@ def drop_missing(manifest: Manifest) -> tuple[Manifest, list[str]]:
 
 
 def check_present(manifest: Manifest, *, what: str = "", strict: bool = False
-                  ) -> tuple[Manifest, list[tuple[str, str]], str | None]:
+                  ) -> tuple[Manifest, list[tuple[str, str]], MissingFilesWarning | None]:
     """Drop the listed files that do not exist, before any decoding.
 
     Returns the manifest of those present, ``(path, "missing (no such file)")`` for the
-    others, and a warning line naming them (None when all are there). None present, or any
-    missing with ``strict`` (``--on_error raise``), is a one-line :class:`ManifestError`.
-    ``what`` prefixes the messages (a split name).
+    others, and a warning naming them (None when all are there; its ``str()`` is the line).
+    None present, or any missing with ``strict`` (``on_error="raise"``), is a one-line
+    :class:`ManifestError`. ``what`` prefixes the messages (a split name). Both point a CSV's
+    paths to the ``video_root`` option.
     """
     present, gone = drop_missing(manifest)
     if not gone:
         return manifest, [], None
     prefix = f"{what}: " if what else ""
-    hint = (" (CSV paths are relative to the CSV's folder, or to --video_root)"
-            if manifest.source.lower().endswith(".csv") else "")
+    is_csv = manifest.source.lower().endswith(".csv")
+    hint = " (CSV paths are relative to the CSV's folder, or to {option})" if is_csv else ""
+    option = "video_root" if is_csv else None
     if not len(present):
         raise ManifestError(f"{prefix}none of the {len(manifest)} files listed in {manifest.source} exist "
-                            f"({first_few(gone)}){hint}")
+                            f"({first_few(gone)}){hint}", option=option)
     if strict:
         raise ManifestError(f"{prefix}{len(gone)} of the {len(manifest)} files listed in {manifest.source} "
-                            f"do not exist ({first_few(gone)}){hint}")
-    warning = (f"warning: {prefix}{len(gone)} of the {len(manifest)} files listed in {manifest.source} do "
-               f"not exist and are skipped: {first_few(gone)}{hint}")
+                            f"do not exist ({first_few(gone)}){hint}", option=option)
+    warning = MissingFilesWarning(f"warning: {prefix}{len(gone)} of the {len(manifest)} files listed in "
+                                  f"{manifest.source} do not exist and are skipped: {first_few(gone)}{hint}",
+                                  option=option)
     return present, [(p, "missing (no such file)") for p in gone], warning
 
 

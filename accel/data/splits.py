@@ -49,25 +49,25 @@ def split_manifest(source: Path, split: str | None, classes, options: CsvOptions
 
 
 def load_other(source: str | Path, split: str, classes, options: CsvOptions = CsvOptions(),
-               flag: str = "--test_dir") -> Manifest:
-    """A separately given split (``--val_dir``, ``--test_dir``): a dataset folder or CSV with
-    that split, else a folder of class folders or a whole CSV."""
+               option: str = "test_dir") -> Manifest:
+    """A separately given split (``val_dir``, ``test_dir``: ``option``, which its errors name):
+    a dataset folder or CSV with that split, else a folder of class folders or a whole CSV."""
     source = Path(source)
     if not source.exists():
-        raise ManifestError(f"{flag} {source}: no such file or folder")
+        raise ManifestError(f"{{option}} {source}: no such file or folder", option=option)
     counts = csv_splits(source) if source.suffix.lower() == ".csv" else None
     present = has_split(source, split)
     if counts is not None and not present:
-        raise ManifestError(f"{flag} {source}: no rows with split {split!r} in its split column "
-                            f"({describe_splits(counts)})")
+        raise ManifestError(f"{{option}} {source}: no rows with split {split!r} in its split column "
+                            f"({describe_splits(counts)})", option=option)
     return split_manifest(source, split if present else None, classes, options)
 
 
-def _given_or_own(data_dir: Path, split: str, given: str | Path | None, flag: str, classes,
+def _given_or_own(data_dir: Path, split: str, given: str | Path | None, option: str, classes,
                   options: CsvOptions) -> Manifest | None:
-    """``split`` from its own flag's source when given, else from ``data_dir``, else None."""
+    """``split`` from its own option's source when given, else from ``data_dir``, else None."""
     if given is not None:
-        return load_other(given, split, classes, options, flag)
+        return load_other(given, split, classes, options, option)
     if has_split(data_dir, split):
         return split_manifest(data_dir, split, classes, options)
     return None
@@ -84,12 +84,12 @@ def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
     ``split`` column. Without a validation split (and no ``val_dir``), ``val_fraction`` of
     every class is split off the training data (stratified, seeded). ``test_dir``: default
     the ``test`` split of ``data_dir`` when it has one, else no test set.
-    Raises :class:`ManifestError` with a one-line reason.
+    Raises :class:`ManifestError` with a one-line reason (its ``option``: the parameter at fault).
     """
     data_dir = Path(data_dir)
     notes: list[str] = []
     if not data_dir.exists():
-        raise ManifestError(f"--data_dir {data_dir}: no such file or folder")
+        raise ManifestError(f"{{option}} {data_dir}: no such file or folder", option="data_dir")
     is_csv = data_dir.suffix.lower() == ".csv"
     for name in near_miss_splits(data_dir):
         notes.append(f"{data_dir / name}/ is not read as a split (name it train, val, validation or test)")
@@ -113,17 +113,17 @@ def load_splits(data_dir: str | Path, test_dir: str | Path | None = None, *,
     missing = [c for c, n in zip(train.classes, train.class_counts()) if not n]
     if missing:
         raise ManifestError(f"{train.source}: no training samples for classes {missing}")
-    val = _given_or_own(data_dir, "val", val_dir, "--val_dir", train.classes, options)
+    val = _given_or_own(data_dir, "val", val_dir, "val_dir", train.classes, options)
     if val is None:
         if not 0 < val_fraction < 1:
-            raise ManifestError(f"{data_dir} has no val split and --val_fraction {val_fraction} "
-                                "is not in (0, 1)")
+            raise ManifestError(f"{data_dir} has no val split and {{option}} {val_fraction} "
+                                "is not in (0, 1)", option="val_fraction")
         train, val = stratified_split(train, val_fraction, seed=seed)
         notes.append(f"no val split in {data_dir}: held out {len(val)} of the training "
                      f"samples (stratified, {val_fraction:.0%})")
         if len(val) == 0:
             raise ManifestError(f"{data_dir}: too few training samples to hold out a validation set")
-    test = _given_or_own(data_dir, "test", test_dir, "--test_dir", train.classes, options)
+    test = _given_or_own(data_dir, "test", test_dir, "test_dir", train.classes, options)
     if test is None:
-        notes.append(f"no test split in {data_dir} and no --test_dir: no final test")
+        notes.append(f"no test split in {data_dir} and no test set given: no final test")
     return Splits(train, val, test, notes)

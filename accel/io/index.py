@@ -27,15 +27,39 @@ _FULL_RANGE = 2  # AVCOL_RANGE_JPEG
 
 
 class VideoDecodeError(RuntimeError):
-    """A file that cannot be decoded; carries the path and the reason."""
+    """A file that cannot be decoded; carries the path and the reason.
 
-    def __init__(self, path, reason: str):
+    ``VideoDecodeError(message)`` rebuilds one from its message alone: PyTorch re-raises a
+    DataLoader worker's exception as ``type(text)``, the text ending in the worker's traceback
+    (kept in ``worker_traceback``), so the error arrives in the main process as itself."""
+
+    def __init__(self, path, reason: str | None = None):
+        self.worker_traceback: str | None = None
+        if reason is None:
+            self.worker_traceback = str(path) if "\n" in str(path) else None
+            path, reason = _split_message(str(path), type(self).__name__)
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
     def __reduce__(self):  # pickles whole across the decode process's pipe
         return type(self), (self.path, self.reason)
+
+
+def _split_message(text: str, name: str) -> tuple[str, str]:
+    """``(path, reason)`` of ``"path: reason"``, or of a traceback's last ``...NAME: path: reason``
+    (the exception raised; its causes come before). A path may hold ": " too: the first cut
+    that names an existing file wins, else the first."""
+    import os
+    import re
+
+    found = list(re.finditer(rf"^(?:\S+\.)?{re.escape(name)}: ", text, re.M)) if "\n" in text else []
+    message = text[found[-1].end():].strip() if found else text.strip()
+    cuts = [m.start() for m in re.finditer(": ", message)]
+    if not cuts:
+        return message, "unknown reason"
+    cut = next((i for i in cuts if os.path.exists(message[:i])), cuts[0])
+    return message[:cut], message[cut + 2:]
 
 
 @dataclass(frozen=True)

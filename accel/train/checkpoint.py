@@ -16,8 +16,9 @@ import errno
 import os
 import pickle
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping
 
 import numpy as np
 import torch
@@ -60,7 +61,7 @@ def remove_stale_temporaries(path: str | Path) -> list[Path]:
     process's temporary (a save in progress elsewhere) is kept."""
     path = Path(path)
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp(\d+)$")
-    removed = []
+    removed: list[Path] = []
     if not path.parent.is_dir():
         return removed
     for entry in path.parent.iterdir():
@@ -245,3 +246,69 @@ def load_model_state(model: torch.nn.Module, ckpt: dict, *, source: str | Path =
     if problem is not None:
         raise CheckpointError(f"{source}: weights do not fit {type(model).__name__}: {problem}"
                               f"{_made_for(ckpt)}")
+
+
+# --------------------------------------------------------------------------- resume policy
+# Options a resumed run takes from its checkpoint unless given again. Those that change the
+# weights' meaning must match; the others may differ, and the difference is stated.
+RESUMED = ("model", "loss", "clip_len", "size", "decode_size", "train_sampling", "val_sampling",
+           "test_sampling", "frame_stride", "data_dir", "val_dir", "test_dir", "video_root",
+           "path_column", "label_column", "val_fraction", "batch_size", "epochs", "lr", "opt",
+           "weight_decay", "sched", "warmup_epochs", "min_lr_ratio", "accum_steps", "label_smoothing",
+           "class_weights", "balanced_sampler", "sampler_tau", "focal_gamma", "augment", "loss_weight",
+           "patience", "seed", "log_dir", "model_dir")
+RESUME_MUST_MATCH = ("model", "loss")
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """An option given again on resume with another value than the checkpoint's (kept)."""
+
+    option: str
+    value: Any
+    saved: Any
+
+
+class ResumeMismatch(CheckpointError):
+    """A resumed run asks for an ``option`` value its checkpoint's weights cannot have:
+    ``value`` asked for, ``saved`` recorded (``option="model_kwargs"``: the model options)."""
+
+    def __init__(self, option: str, value: Any, saved: Any) -> None:
+        self.option, self.value, self.saved = option, value, saved
+        super().__init__(f"the checkpoint was trained with {option}={saved!r}, not {value!r}")
+
+    def __reduce__(self):
+        return type(self), (self.option, self.value, self.saved)
+
+
+def resumed_options(ck: dict, options: Mapping[str, Any], given: Collection[str]
+                    ) -> tuple[dict[str, Any], list[Replaced]]:
+    """What a run resumed from ``ck`` changes in its ``options``: each of :data:`RESUMED` not
+    ``given`` again takes the checkpoint's recorded value (``log_dir`` / ``model_dir`` not when
+    a new output place is given); one given with another value is kept and listed, or refused
+    with :class:`ResumeMismatch` for :data:`RESUME_MUST_MATCH`."""
+    saved = dict(ck.get("config") or ck.get("args") or {})  # "args": checkpoints before "config"
+    saved["model"] = ck.get("model_name", saved.get("model"))
+    new_output = bool(set(given) & {"out_dir", "log_dir", "model_dir"})
+    changes: dict[str, Any] = {}
+    replaced = []
+    for name in RESUMED:
+        if name not in saved or (saved[name] is None and name not in given):
+            continue
+        if name in ("log_dir", "model_dir") and new_output:
+            continue  # a new output place was given: write there
+        if name not in given:
+            changes[name] = saved[name]
+        elif str(options[name]) != str(saved[name]):
+            if name in RESUME_MUST_MATCH:
+                raise ResumeMismatch(name, options[name], saved[name])
+            replaced.append(Replaced(name, options[name], saved[name]))
+    return changes, replaced
+
+
+def resumed_model_options(ck: dict, wanted: dict | None) -> dict:
+    """The checkpoint's model options; ``wanted`` (options given again, None: none) must equal them."""
+    kwargs = dict(ck.get("model_kwargs") or {})
+    if wanted is not None and wanted != kwargs:
+        raise ResumeMismatch("model_kwargs", wanted, kwargs)
+    return kwargs

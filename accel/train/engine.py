@@ -107,7 +107,8 @@ class Meter:
 def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Module,
                     criterion: nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
                     batches, *, scaler: torch.amp.GradScaler | None = None,
-                    ddp: nn.Module | None = None, accum_steps: int = 1, clip_grad_norm: float = 0.0,
+                    ddp: nn.parallel.DistributedDataParallel | None = None, accum_steps: int = 1,
+                    clip_grad_norm: float = 0.0,
                     progress=None, print_freq: int = 10, state: EpochState | None = None,
                     hooks: StepHooks | None = None) -> dict:
     """One pass over ``batches`` (:class:`~accel.data.batch.ClipBatch` es with a float ``clip``

@@ -27,8 +27,10 @@ from ..data.manifests import Manifest
 from ..data.options import DecodeOptions
 from ..data.prefetch import DevicePrefetcher
 from ..data.samplers import ShardSampler
+from ..data.sampling import Strategy
 from ..data.transforms import ClipTransform
 from ..data.windows import build_window_loader
+from .config import TrainConfig
 from .distributed import DistInfo, gather_arrays
 from .metrics import aggregate_by_video, classification_metrics, softmax
 
@@ -45,8 +47,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipBatchLoader, device: torch.device,
-            transform: ClipTransform, *, chunk: int | None = None, info: DistInfo | None = None,
+def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipBatchLoader,
+            device: torch.device, transform: ClipTransform, *, chunk: int | None = None, info: DistInfo | None = None,
             progress=None) -> Predictions:
     """Run ``fwd`` over ``loader``; with ``info`` gathers every rank's shard (rank order,
     then sorted by video id, windows of one video kept in order)."""
@@ -61,7 +63,7 @@ def predict(fwd: Callable[[torch.Tensor], torch.Tensor], loader: ClipBatchLoader
         ids.append(batch.video_id.numpy())  # on the host
         if progress is not None:
             progress.update(1)
-    part = (np.concatenate(ids) if ids else np.zeros(0, np.int64),
+    part: tuple[np.ndarray, ...] = (np.concatenate(ids) if ids else np.zeros(0, np.int64),
             torch.cat(labels).cpu().numpy() if labels else np.zeros(0, np.int64),
             torch.cat(logits).cpu().numpy().astype(np.float64) if logits else np.zeros((0, 0)))
     skipped = list(dict.fromkeys(loader.skipped))
@@ -81,7 +83,7 @@ class EvalSettings:
 
     clip_len: int
     size: int
-    sampling: str = "uniform"
+    sampling: Strategy = "uniform"
     batch_size: int = 8
     num_workers: int = 2
     backend: LoaderBackend = "auto"
@@ -97,8 +99,20 @@ class EvalSettings:
     max_windows: int | None = 16
     rotate: bool = True  # frames as displayed (display matrix applied); False: as stored
 
+    @classmethod
+    def of_run(cls, cfg: TrainConfig, sampling: Strategy, *, mean: Sequence[float], std: Sequence[float],
+               video_level: bool) -> EvalSettings:
+        """How a training run (``cfg``, set-up done) reads validation or test clips."""
+        assert cfg.clip_len and cfg.size and cfg.decode_size, "set-up fills in the model's input"
+        return cls(clip_len=cfg.clip_len, size=cfg.size, sampling=sampling,
+                   batch_size=cfg.eval_batch_size or cfg.batch_size, num_workers=cfg.num_workers,
+                   backend=cfg.decoder, frame_size=(cfg.decode_size, cfg.decode_size), seed=cfg.seed,
+                   mean=mean, std=std, video_level=video_level, video_stride=cfg.video_stride,
+                   window_stride=cfg.window_stride, max_windows=cfg.max_windows, rotate=cfg.autorotate)
 
-def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None) -> ClipBatchLoader:
+
+def clip_loader(manifest: Manifest, s: EvalSettings, sampler: Sampler | None = None
+                ) -> ClipBatchLoader:
     loader = build_loader(manifest, batch_size=s.batch_size, clip_len=s.clip_len, strategy=s.sampling,
                           frame_size=s.frame_size, backend=s.backend, num_workers=s.num_workers,
                           shuffle=False, sampler=sampler, drop_last=False, persistent_workers=False,
@@ -140,7 +154,7 @@ def evaluate_split(fwd, manifest: Manifest, s: EvalSettings, device: torch.devic
     clips = evaluate_clips(fwd, manifest, s, device, info=info, progress=bar)
     if bar is not None:
         bar.close()
-    report = {"clip": {"sampling": s.sampling, **classification_metrics(clips.labels, clips.logits, classes)}}
+    report: dict = {"clip": {"sampling": s.sampling, **classification_metrics(clips.labels, clips.logits, classes)}}
     skipped = list(clips.skipped)
     preds = {"clip": clips}
     if s.video_level:
@@ -222,3 +236,12 @@ def summary_line(name: str, m: dict) -> str:
 
     return (f"{name}: n={m.get('n', 0)} accuracy={f('accuracy')} balanced={f('balanced_accuracy')} "
             f"f1_macro={f('f1_macro')} auroc={f('auroc')} loss={f('loss')}")
+
+
+def summary_lines(report: dict, split: str = "test") -> list[str]:
+    """The clip-level line of an :func:`evaluate_split` report, and the video-level one if any."""
+    lines = [summary_line(f"{split} clip-level", report["clip"])]
+    if "video" in report:
+        lines.append(summary_line(f"{split} video-level ({report['video']['windows_per_video']:.1f} "
+                                  "windows/video)", report["video"]))
+    return lines

@@ -38,10 +38,10 @@ def sampling_weights(labels: Sequence[int], num_classes: int, tau: float = 1.0) 
     tau = 1 draws every class equally often; tau = 0 is plain uniform sampling; values in
     between soften the rebalancing (seed 001's ``w_i = count_i^-tau``).
     """
-    labels = torch.as_tensor(list(labels), dtype=torch.int64)
-    counts = torch.bincount(labels, minlength=num_classes).double()
+    ids = torch.as_tensor(list(labels), dtype=torch.int64)
+    counts = torch.bincount(ids, minlength=num_classes).double()
     per_class = counts.clamp(min=1).pow(-float(tau))
-    return per_class[labels]
+    return per_class[ids]
 
 
 class FocalLoss(nn.Module):
@@ -50,6 +50,8 @@ class FocalLoss(nn.Module):
     ``weight`` plays alpha (per-class weights); ``label_smoothing`` smooths the target as
     in ``F.cross_entropy``. gamma = 0 equals (weighted) cross-entropy.
     """
+
+    weight: torch.Tensor | None  # a buffer
 
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None,
                  label_smoothing: float = 0.0) -> None:
@@ -84,6 +86,8 @@ class BinaryLogitLoss(nn.Module):
     logits work: z = l1 - l0), and integer targets 0/1. Class weights ``(w0, w1)`` become
     ``pos_weight = w1 / w0``; label smoothing pulls targets towards 0.5.
     """
+
+    pos_weight: torch.Tensor | None  # a buffer
 
     def __init__(self, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()

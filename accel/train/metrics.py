@@ -66,7 +66,7 @@ def _clean(x):
     return x
 
 
-def classification_metrics(labels: Sequence[int], logits: np.ndarray,
+def classification_metrics(labels: Sequence[int] | np.ndarray, logits: np.ndarray,
                            classes: Sequence[str]) -> dict:
     """All the metrics of one evaluation as plain Python values.
 

@@ -12,8 +12,6 @@ def build_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: flo
                     backbone_lr_mult: float = 1.0, momentum: float = 0.9) -> torch.optim.Optimizer:
     """AdamW, Adam or SGD over the trainable parameters; the trunk (``model.backbone``) at
     ``lr * backbone_lr_mult`` (layer-wise LR for pretrained trunks)."""
-    from models import param_groups
-
     groups = param_groups(model, lr=lr, backbone_lr=lr * backbone_lr_mult, weight_decay=weight_decay)
     groups = [g for g in groups if g["params"]]
     if not groups:
@@ -25,6 +23,31 @@ def build_optimizer(model: nn.Module, *, name: str, lr: float, weight_decay: flo
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
     raise ValueError(f"optimizer must be adamw, adam or sgd; got {name!r}")
+
+
+def param_groups(model: nn.Module, *, lr: float, backbone_lr: float | None = None,
+                 weight_decay: float | None = None) -> list[dict]:
+    """Optimiser groups for any model. One with a ``backbone`` submodule (the trunk pretrained
+    weights load into) gets two, each named: "backbone" at ``backbone_lr`` (default ``lr / 10``)
+    and "head" (everything else) at ``lr``, leaving out frozen parameters and empty groups;
+    any other model one group, "all"."""
+    backbone_lr = lr * 0.1 if backbone_lr is None else backbone_lr
+    model = getattr(model, "_orig_mod", model)  # torch.compile's wrapper
+    backbone = getattr(model, "backbone", None)
+    if isinstance(backbone, nn.Module):
+        in_trunk = {id(p) for p in backbone.parameters()}
+        split = [("backbone", [p for p in backbone.parameters() if p.requires_grad], backbone_lr),
+                 ("head", [p for p in model.parameters() if id(p) not in in_trunk and p.requires_grad], lr)]
+        split = [s for s in split if s[1]]
+    else:
+        split = [("all", [p for p in model.parameters() if p.requires_grad], lr)]
+    groups = []
+    for name, params, group_lr in split:
+        group: dict = {"params": params, "lr": group_lr, "name": name}
+        if weight_decay is not None:
+            group["weight_decay"] = weight_decay
+        groups.append(group)
+    return groups
 
 
 class LRSchedule:

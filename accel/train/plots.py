@@ -50,7 +50,7 @@ def plot_curves(history: Sequence[dict], keys: Sequence[str], path: str | Path, 
     return _save(fig, path)
 
 
-def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], path: str | Path,
+def plot_confusion_matrix(cm: Sequence[Sequence[int]] | np.ndarray, classes: Sequence[str], path: str | Path,
                           *, title: str = "confusion matrix") -> Path:
     plt = _plt()
     cm = np.asarray(cm)
@@ -71,7 +71,7 @@ def plot_confusion_matrix(cm: Sequence[Sequence[int]], classes: Sequence[str], p
     return _save(fig, path)
 
 
-def plot_roc(labels: Sequence[int], probs: np.ndarray, classes: Sequence[str], path: str | Path,
+def plot_roc(labels: Sequence[int] | np.ndarray, probs: np.ndarray, classes: Sequence[str], path: str | Path,
              *, title: str = "ROC") -> Path:
     """Binary: one curve for the positive class; multi-class: one-vs-rest per present class."""
     from sklearn.metrics import auc, roc_curve
@@ -82,7 +82,7 @@ def plot_roc(labels: Sequence[int], probs: np.ndarray, classes: Sequence[str], p
     fig, ax = plt.subplots(figsize=(5, 5))
     targets = [1] if len(classes) == 2 else range(len(classes))
     for c in targets:
-        positives = labels == c
+        positives = np.asarray(labels == c)
         if positives.all() or not positives.any():
             continue  # no ROC curve without both positives and negatives
         fpr, tpr, _ = roc_curve(positives, probs[:, c])

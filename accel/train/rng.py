@@ -3,6 +3,7 @@ their state as plain values, so a checkpoint resumes the same random streams."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +11,7 @@ import torch
 
 def rng_state() -> dict:
     """Every RNG a training step can touch: torch (CPU, CUDA), numpy, Python ``random``."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()  # (name, keys, pos, has_gauss, cached_gaussian)
     py_version, py_internal, py_gauss = random.getstate()
     state = {
         "torch": torch.get_rng_state(),

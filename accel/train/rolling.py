@@ -65,8 +65,8 @@ def newest_checkpoint(folder: str | Path, *, require: tuple[str, ...]) -> tuple[
     last = folder / "last.pt"
     if last.is_file():
         try:
-            ck = read_checkpoint(last, require=require)
-            candidates.append((place(ck), last, ck))
+            last_ck = read_checkpoint(last, require=require)
+            candidates.append((place(last_ck), last, last_ck))
         except CheckpointError as e:
             lines.append(f"{e}: passed over")
     candidates.sort(key=lambda c: c[0], reverse=True)

@@ -27,11 +27,12 @@ def write(path: Path, text: str | bytes) -> Path:
 
 
 def one_line_error(fn, *args, **kwargs) -> str:
+    """The one-line message, with the option it concerns (if any) named as a script's flag."""
     with pytest.raises(ManifestError) as e:
         fn(*args, **kwargs)
     msg = str(e.value)
-    assert "\n" not in msg
-    return msg
+    assert "\n" not in msg and not (e.value.option and f"--{e.value.option}" in msg)  # no flag names
+    return e.value.naming(f"--{e.value.option}") if e.value.option else msg
 
 
 # --------------------------------------------------------------------------- CSV columns and labels
@@ -316,7 +317,8 @@ def test_check_present_drops_missing_files_or_stops_in_one_line(tmp_path):
     present, gone, warning = check_present(m, what="test")
     assert [i.path for i in present.items] == [str(tmp_path / "a.mp4")]
     assert gone == [(str(tmp_path / "b.mp4"), "missing (no such file)")]
-    assert warning.startswith("warning: test: 1 of the 2 files") and "--video_root" in warning
+    assert str(warning).startswith("warning: test: 1 of the 2 files") and "video_root" in str(warning)
+    assert warning.option == "video_root" and "or to --video_root" in warning.naming("--video_root")
     with pytest.raises(ManifestError, match="1 of the 2 files .* do not exist"):
         check_present(m, strict=True)
     (tmp_path / "a.mp4").unlink()

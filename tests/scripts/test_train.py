@@ -143,27 +143,28 @@ def test_seed_command_line_is_accepted(train_mod):
     assert (a.data_dir, a.test_dir, a.log_dir, a.model_dir, a.loss_weight) == (
         "path/to/train_and_val_dataset", "path/to/test_dataset", "logs", "models", 0.3)
     assert a.model is None
-    train_mod.choose_model(a)
-    assert a.model == "resnet50_lstm"  # the seed's architecture
+    assert train_mod.TrainConfig.from_options(a).default_model() == "resnet50_lstm"  # the seed's
     # seed 004's flags (late fusion): --data_root --num_frames --segments --wd --augment
     b = train_mod.get_args_parser().parse_args(
         "--data_root d --num_frames 16 --segments 4 --epochs 30 --batch_size 8 --lr 1e-4 --wd 1e-4 "
         "--patience 5 --num_workers 4 --out_dir output --augment".split())
     assert (b.data_dir, b.clip_len, b.segments, b.weight_decay, b.augment) == ("d", 16, 4, 1e-4, "full")
-    train_mod.choose_model(b)
-    assert b.model == "r3d_18_late_fusion"  # --segments says which model
+    assert train_mod.TrainConfig.from_options(b).default_model() == "r3d_18_late_fusion"  # --segments
 
 
 def test_the_models_statistics_reach_training_and_evaluation(train_mod):
     """train.py normalises (and records for evaluate.py) what the model's data config says:
     Kinetics for the torchvision 3-D models, ImageNet for the 2-D trunks."""
     from accel.data.config import IMAGENET_MEAN, IMAGENET_STD, KINETICS400_MEAN, KINETICS400_STD
-    from models import create_model
+    from accel.train.evaluation import EvalSettings
+    from models import create_model, resolve_data_config
 
     a = train_mod.get_args_parser().parse_args(["--data_dir", "x", "--clip_len", "4", "--size", "32"])
+    cfg = train_mod.TrainConfig.from_options(a, decode_size=32)  # as set-up leaves it
     for name, stats in (("r3d_18", (KINETICS400_MEAN, KINETICS400_STD)),
                         ("tsm_resnet18", (IMAGENET_MEAN, IMAGENET_STD))):
-        s = train_mod.eval_settings(a, "uniform", create_model(name, num_classes=2), video_level=False)
+        mean, std = resolve_data_config(create_model(name, num_classes=2)).stats
+        s = EvalSettings.of_run(cfg, "uniform", mean=mean, std=std, video_level=False)
         assert (tuple(s.mean), tuple(s.std)) == stats, name
 
 

@@ -197,9 +197,16 @@ def test_resume_states_a_changed_option(train_mod, one_epoch):
 
     ck = torch.load(one_epoch / "last.pt", weights_only=True)
     args = train_mod.get_args_parser().parse_args(["--resume", str(one_epoch / "last.pt"), "--clip_len", "8"])
-    notes = train_mod.restore_options(args, ck)
-    assert notes == ["--clip_len 8 replaces the checkpoint's 4"]
-    assert (args.size, args.model, args.clip_len) == (32, "tsn_resnet18", 8)
+    assert args.given == {"resume", "clip_len"}  # one parse tells given options from defaults
+    cfg, resumed, notes = train_mod.resume_checkpoint(train_mod.TrainConfig.from_options(args), args.given)
+    assert notes == ["--clip_len 8 replaces the checkpoint's 4"] and resumed["epoch"] == ck["epoch"]
+    assert (cfg.size, cfg.model, cfg.clip_len, cfg.num_workers) == (32, "tsn_resnet18", 8, 2)
+    assert ck["config"]["clip_len"] == 4 and ck["config"]["model"] == "tsn_resnet18"  # the run's TrainConfig
+    old = {k: v for k, v in ck.items() if k != "config"}  # a checkpoint from before "config"
+    assert train_mod.resume_checkpoint(train_mod.TrainConfig.from_options(args), args.given)[0] == cfg
+    from accel.train.checkpoint import resumed_options
+
+    assert resumed_options(old, cfg.as_dict(), args.given)[0]["size"] == 32
 
 
 # --------------------------------------------------------------------------- evaluate.py / test.py

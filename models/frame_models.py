@@ -15,7 +15,7 @@ from accel.data.config import DataConfig
 from .base import VideoClassifier, frames_view, load_pretrained_trunk
 from .registry import register_model
 
-__all__ = ["CNNLSTM", "TSN", "build_resnet_trunk"]
+__all__ = ["FrameClassifier", "CNNLSTM", "TSN", "build_resnet_trunk"]
 
 # arch -> (constructor, ImageNet weights, feature width)
 _TRUNKS = {
@@ -37,7 +37,22 @@ def build_resnet_trunk(arch: str, *, pretrained: bool, model_name: str) -> tuple
     return trunk, dim
 
 
-class CNNLSTM(VideoClassifier):
+class FrameClassifier(VideoClassifier):
+    """A model that sees one frame at a time, then combines them: ``forward`` is
+    ``head_from_features(encode_frames(frames))``, the split ``models.frame_split`` uses live."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[0], x.shape[2]
+        return self.head_from_features(self.encode_frames(frames_view(x)).reshape(b, t, -1))
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head_from_features(self, feats: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class CNNLSTM(FrameClassifier):
     """Per-frame CNN features -> LSTM -> temporal pooling -> head.
 
     pool: ``"mean"`` (average of the LSTM outputs over time), ``"last"`` (final hidden
@@ -88,10 +103,6 @@ class CNNLSTM(VideoClassifier):
         if freeze_backbone:
             self.freeze_backbone()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[0], x.shape[2]
-        return self.head_from_features(self.encode_frames(frames_view(x)).reshape(b, t, -1))
-
     # The encoder / head split for live inference (``models.frame_split``): a window that
     # slides by one frame needs the trunk for the new frame only.
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
@@ -125,7 +136,7 @@ class CNNLSTM(VideoClassifier):
         return h_n[-dirs:].transpose(0, 1).reshape(feats.shape[0], -1)  # last layer, all directions
 
 
-class TSN(VideoClassifier):
+class TSN(FrameClassifier):
     """Order-blind baseline: per-frame ResNet logits averaged over time (TSN average consensus).
 
     Shuffling the frames does not change its output, so it shows what the temporal
@@ -139,10 +150,6 @@ class TSN(VideoClassifier):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(feat_dim, num_classes))
         if freeze_backbone:
             self.freeze_backbone()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t = x.shape[0], x.shape[2]
-        return self.head_from_features(self.encode_frames(frames_view(x)).reshape(b, t, -1))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) frames -> (N, K) per-frame logits (the consensus is the head)."""

@@ -10,7 +10,8 @@ bash scripts/setup.sh || exit 1
 lint=0
 "$PY" -m ruff check . || { echo "test.sh: ruff found problems (ruff check . --fix fixes some)" >&2; lint=1; }
 "$PY" -m mypy accel/io accel/data || { echo "test.sh: mypy found type errors in accel/io or accel/data" >&2; lint=1; }
-"$PY" -m pytest -m "not slow" "$@"
+# --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view
+"$PY" -m pytest -m "not slow" --durations=15 "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "test.sh: pytest collected no tests: that is a failure, not a pass" >&2

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,36 @@ def temporal_dataset(tmp_path_factory) -> Path:
 
     return make_dataset(tmp_path_factory.mktemp("temporal"), classes=4, videos_per_class=6,
                         frames=24, width=32, height=32, seed=1)
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    log: Path      # metrics.json, config.json, log.csv, plots, tensorboard/, test_predictions.csv
+    model: Path    # best.pt, last.pt
+    stdout: str
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, temporal_dataset) -> TrainedRun:
+    """The suite's one short train.py run, for the tests that read or copy its outputs (the
+    reports, the checkpoints, evaluate.py on them, resume and checkpoint faults from copies):
+    a tsn_resnet18 on 4-frame 32 px clips, 2 epochs, logs and checkpoints in separate folders
+    (the laryngoscopy seed's layout), and the options whose traces those tests check (random
+    train and test sampling, warm-up, label smoothing, clipping, accumulation, the balanced
+    sampler). Tests never write into it: a resumed copy gets its own --out_dir."""
+    import subprocess
+
+    base = tmp_path_factory.mktemp("trained_run")
+    log, model = base / "logs", base / "models"
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_dir", str(temporal_dataset),
+                        "--log_dir", str(log), "--model_dir", str(model), "--epochs", "2",
+                        "--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4",
+                        "--lr", "1e-3", "--no_progress", "--num_workers", "2", "--train_sampling", "random",
+                        "--test_sampling", "random", "--warmup_epochs", "0.5", "--label_smoothing", "0.1",
+                        "--clip_grad_norm", "1.0", "--accum_steps", "2", "--balanced_sampler"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return TrainedRun(log, model, r.stdout)
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

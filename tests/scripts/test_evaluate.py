@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
-FAST = ["--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4",
-        "--lr", "1e-3", "--no_progress", "--num_workers", "0"]
 
 
 def run_script(script: str, *args, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -21,39 +20,49 @@ def run_script(script: str, *args, timeout: float = 300) -> subprocess.Completed
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, temporal_dataset):
-    out = tmp_path_factory.mktemp("trained")
-    r = run_script("train.py", "--data_dir", temporal_dataset, "--out_dir", out, "--epochs", "1",
-                   *FAST, "--test_sampling", "random", "--no_tensorboard")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+def evaluate_mod():
+    return load_script("evaluate")
 
 
-def test_reproduces_training_test_metrics_bit_for_bit(trained, temporal_dataset, tmp_path):
+def run_main(evaluate_mod, *argv) -> dict:
+    """evaluate.py's main in this process (no interpreter start-up; test_an_error_in_a_real_process
+    and the ONNX test run it as a command)."""
+    return evaluate_mod.main(evaluate_mod.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def test_reproduces_training_test_metrics_bit_for_bit(trained_run, evaluate_mod, capsys, temporal_dataset, tmp_path):
     out = tmp_path / "eval"
-    r = run_script("evaluate.py", "--checkpoint", trained / "best.pt", "--data_dir", temporal_dataset,
-                   "--log_dir", out, "--device", "cpu", "--no_progress", "--num_workers", "2")
-    assert r.returncode == 0, r.stderr[-3000:]
-    train_test = json.loads((trained / "metrics.json").read_text())["test"]
+    run_main(evaluate_mod, "--checkpoint", trained_run.model / "best.pt", "--data_dir", temporal_dataset,
+             "--log_dir", out, "--device", "cpu", "--no_progress", "--num_workers", "0")  # trained with 2
+    train_test = json.loads((trained_run.log / "metrics.json").read_text())["test"]
     ev = json.loads((out / "metrics.json").read_text())
     assert ev["test"]["clip"] == train_test["clip"]      # exact float equality, every field
     assert ev["test"]["video"] == train_test["video"]
     assert ev["test"]["clip"]["sampling"] == "random"    # the checkpoint's test sampling
-    assert (out / "test_predictions.csv").read_text() == (trained / "test_predictions.csv").read_text()
+    assert (out / "test_predictions.csv").read_text() == (trained_run.log / "test_predictions.csv").read_text()
     for name in ("test_confusion_matrix.png", "test_roc_curve.png", "test_per_class_accuracy.png",
                  "test_video_confusion_matrix.png"):
         assert (out / name).is_file()
-    assert "test clip-level: n=4 accuracy=" in r.stdout
+    assert "test clip-level: n=4 accuracy=" in capsys.readouterr().out
 
 
-def test_test_dir_and_overrides(trained, temporal_dataset, tmp_path):
-    r = run_script("evaluate.py", "--checkpoint", trained / "last.pt", "--test-dir",
-                   temporal_dataset / "test", "--log-dir", tmp_path, "--test-sampling", "uniform",
-                   "--batch-size", "3", "--no-video-eval", "--no-progress")
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_test_dir_and_overrides(trained_run, evaluate_mod, temporal_dataset, tmp_path):
+    run_main(evaluate_mod, "--checkpoint", trained_run.model / "last.pt", "--test-dir",
+             temporal_dataset / "test", "--log-dir", tmp_path, "--test-sampling", "uniform",
+             "--batch-size", "3", "--no-video-eval", "--no-progress")
     ev = json.loads((tmp_path / "metrics.json").read_text())
     assert ev["test"]["clip"]["n"] == 4 and "video" not in ev["test"]
     assert ev["settings"]["batch_size"] == 3 and ev["settings"]["sampling"] == "uniform"
+
+
+def one_line_exit_2(evaluate_mod, capsys, argv) -> str:
+    """evaluate.py's main in this process (no interpreter start-up per case): exit 2, one line."""
+    with pytest.raises(SystemExit) as exc:
+        run_main(evaluate_mod, *argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("evaluate.py: error: "), err
+    return err
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -63,10 +72,15 @@ def test_test_dir_and_overrides(trained, temporal_dataset, tmp_path):
     (["--runtime", "openvino"], "invalid choice"),
     (["--backend", "openvino"], "invalid choice"),
 ])
-def test_errors_are_one_line(trained, argv, needle):
-    args = argv if any(a == "--checkpoint" for a in argv) else ["--checkpoint", trained / "best.pt", *argv]
-    r = run_script("evaluate.py", *args)
-    assert r.returncode == 2 and needle in r.stderr
+def test_errors_are_one_line(trained_run, evaluate_mod, capsys, argv, needle):
+    args = argv if any(a == "--checkpoint" for a in argv) else ["--checkpoint", trained_run.model / "best.pt", *argv]
+    assert needle in one_line_exit_2(evaluate_mod, capsys, args)
+
+
+def test_an_error_in_a_real_process_is_one_line(trained_run):
+    """Exit status 2, one line, no traceback, from the command line."""
+    r = run_script("evaluate.py", "--checkpoint", trained_run.model / "best.pt", "--data_dir", "/nonexistent")
+    assert r.returncode == 2 and "--data_dir" in r.stderr
     assert r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr
 
 
@@ -89,15 +103,15 @@ def test_window_dataset_tiles_every_video(temporal_dataset):
 
 
 @pytest.mark.compile
-def test_onnx_runtime_matches_eager(trained, temporal_dataset, tmp_path):
+def test_onnx_runtime_matches_eager(trained_run, temporal_dataset, tmp_path):
     pytest.importorskip("onnxruntime")
-    r = run_script("evaluate.py", "--checkpoint", trained / "best.pt", "--data_dir", temporal_dataset,
+    r = run_script("evaluate.py", "--checkpoint", trained_run.model / "best.pt", "--data_dir", temporal_dataset,
                    "--log_dir", tmp_path, "--runtime", "onnx", "--no_progress", "--no_video_eval",
                    timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "model.onnx").is_file() and "parity vs eager" in r.stdout
     ev = json.loads((tmp_path / "metrics.json").read_text())
-    train_clip = json.loads((trained / "metrics.json").read_text())["test"]["clip"]
+    train_clip = json.loads((trained_run.log / "metrics.json").read_text())["test"]["clip"]
     assert ev["runtime"] == "onnx"
     assert abs(ev["test"]["clip"]["accuracy"] - train_clip["accuracy"]) <= 0.25  # one near-tie may flip
     assert ev["test"]["clip"]["loss"] == pytest.approx(train_clip["loss"], abs=1e-4)
@@ -131,14 +145,12 @@ def test_onnx_export_on_the_fly_uses_a_cpu_model_with_the_cpu_example(tmp_path, 
     assert runner == ("runner", "model.onnx", torch.device("meta"))
 
 
-def test_runtime_and_decoder_options():
+def test_runtime_and_decoder_options(evaluate_mod, capsys):
     """--runtime (old name --backend) is the model runtime, --decoder the video decoder; a bad
     value of either stops with the allowed values."""
-    from conftest import load_script
-
     from accel.data.loader import LOADER_BACKENDS
 
-    ev = load_script("evaluate")
+    ev = evaluate_mod
     p = ev.get_args_parser()
     base = ["--checkpoint", "best.pt"]
     a = p.parse_args([*base, "--runtime", "onnx", "--decoder", "pyav"])
@@ -149,7 +161,7 @@ def test_runtime_and_decoder_options():
     assert p.get_default("runtime") == "eager"
     for flag, values in (("--runtime", ev.RUNTIMES), ("--backend", ev.RUNTIMES),
                          ("--decoder", LOADER_BACKENDS)):
-        r = run_script("evaluate.py", *base, flag, "nope")
-        assert r.returncode == 2 and "invalid choice: 'nope'" in r.stderr
-        assert all(repr(v) in r.stderr or v in r.stderr for v in values), r.stderr
+        err = one_line_exit_2(ev, capsys, [*base, flag, "nope"])
+        assert "invalid choice: 'nope'" in err
+        assert all(repr(v) in err or v in err for v in values), err
     assert "onnx" in ev.RUNTIMES and "dali" not in ev.RUNTIMES and "dali" in LOADER_BACKENDS

@@ -169,21 +169,10 @@ def test_the_models_statistics_reach_training_and_evaluation(train_mod):
 
 
 # --------------------------------------------------------------------------- a short run
-@pytest.fixture(scope="module")
-def short_run(tmp_path_factory, temporal_dataset):
-    """Two epochs with logs and checkpoints in separate folders (the seed's layout)."""
-    base = tmp_path_factory.mktemp("short_run")
-    log_dir, model_dir = base / "logs", base / "models"
-    r = run_script("train.py", "--data_dir", temporal_dataset, "--log_dir", log_dir, "--model_dir",
-                   model_dir, "--epochs", "2", *FAST, "--num_workers", "2", "--warmup_epochs", "0.5",
-                   "--label_smoothing", "0.1", "--clip_grad_norm", "1.0", "--accum_steps", "2",
-                   "--balanced_sampler")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return {"log": log_dir, "model": model_dir, "stdout": r.stdout, "stderr": r.stderr}
-
-
-def test_run_writes_every_report(short_run):
-    log, model = short_run["log"], short_run["model"]
+# The session's trained_run (tests/conftest.py): two epochs with logs and checkpoints in separate
+# folders (the seed's layout), warm-up, label smoothing, clipping, accumulation 2, balanced sampler.
+def test_run_writes_every_report(trained_run):
+    log, model = trained_run.log, trained_run.model
     for name in ("metrics.json", "config.json", "log.csv", "loss_curves.png", "accuracy_curves.png",
                  "test_confusion_matrix.png", "test_roc_curve.png", "test_per_class_accuracy.png",
                  "test_video_confusion_matrix.png", "test_predictions.csv"):
@@ -193,12 +182,12 @@ def test_run_writes_every_report(short_run):
     assert not list(log.glob("*.pt")) and not list(model.glob("*.png"))
     rows = (log / "log.csv").read_text().splitlines()
     assert len(rows) == 3 and rows[0].startswith("epoch,lr,train_loss")
-    out = short_run["stdout"]
+    out = trained_run.stdout
     assert "test clip-level: n=4 accuracy=" in out and "test video-level" in out and "plots:" in out
 
 
-def test_metrics_json_contents(short_run):
-    m = json.loads((short_run["log"] / "metrics.json").read_text())
+def test_metrics_json_contents(trained_run):
+    m = json.loads((trained_run.log / "metrics.json").read_text())
     assert m["model"] == "tsn_resnet18" and m["classes"] == ["dip", "peak", "ramp_down", "ramp_up"]
     assert [e["epoch"] for e in m["epochs"]] == [0, 1]
     e = m["epochs"][0]
@@ -214,22 +203,28 @@ def test_metrics_json_contents(short_run):
     assert m["config"]["loss_weight"] == 0.3 and m["config"]["balanced_sampler"] is True
 
 
-def test_checkpoints_are_plain_and_complete(short_run):
-    ck = torch.load(short_run["model"] / "last.pt", weights_only=True)
+def test_checkpoints_are_plain_and_complete(trained_run):
+    ck = torch.load(trained_run.model / "last.pt", weights_only=True)
     assert ck["epoch"] == 1 and ck["model_name"] == "tsn_resnet18"
     for key in ("model", "optimizer", "schedule", "scaler", "selector", "rng", "args", "classes",
                 "history", "eval", "model_kwargs"):
         assert key in ck, key
     assert ck["schedule"]["step_count"] == 4  # 16 clips / batch 4 = 4 batches, accum 2 -> 2 steps x 2
-    best = torch.load(short_run["model"] / "best.pt", weights_only=True)
+    best = torch.load(trained_run.model / "best.pt", weights_only=True)
     assert best["epoch"] == best["selector"]["best_epoch"]
     from models import create_model, load_weights
 
-    load_weights(create_model("tsn_resnet18", num_classes=4), short_run["model"] / "best.pt")
+    load_weights(create_model("tsn_resnet18", num_classes=4), trained_run.model / "best.pt")
 
 
 # --------------------------------------------------------------------------- bad files
-def test_bad_files_are_skipped_and_listed(tmp_path, temporal_dataset):
+def run_main(train_mod, *argv) -> None:
+    """train.py's main in this process: no interpreter start-up for a run whose claim is not
+    about the process (test_startup_error_in_a_real_process and the resume test are)."""
+    train_mod.main(train_mod.get_args_parser().parse_args([str(a) for a in argv]))
+
+
+def test_bad_files_are_skipped_and_listed(train_mod, capsys, tmp_path, temporal_dataset):
     data = tmp_path / "data"
     shutil.copytree(temporal_dataset, data)
     (data / "train" / "dip" / "broken.mp4").write_bytes(b"\x00not a video" * 100)
@@ -237,8 +232,8 @@ def test_bad_files_are_skipped_and_listed(tmp_path, temporal_dataset):
     (data / "train" / "peak" / "truncated.mp4").write_bytes(good.read_bytes()[:300])
     (data / "test" / "ramp_up" / "empty.mp4").write_bytes(b"")
     out = tmp_path / "run"
-    r = run_script("train.py", "--data_dir", data, "--out_dir", out, "--epochs", "1", *FAST)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_main(train_mod, "--data_dir", data, "--out_dir", out, "--epochs", "1", *FAST)
+    stdout = capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     train_names = {Path(p).name for p, _ in m["skipped"]["train"]}
     assert {"broken.mp4", "truncated.mp4"} <= train_names
@@ -246,10 +241,10 @@ def test_bad_files_are_skipped_and_listed(tmp_path, temporal_dataset):
     assert m["num_skipped"] == len(train_names) + 1
     assert all(reason for _, reason in m["skipped"]["train"])
     assert m["test"]["clip"]["n"] == 4  # the 4 good test videos
-    assert "skipped" in r.stdout
+    assert "skipped" in stdout
 
 
-def test_csv_manifest_without_val_split(tmp_path, temporal_dataset):
+def test_csv_manifest_without_val_split(train_mod, capsys, tmp_path, temporal_dataset):
     """A CSV path,label,split with no val rows: val is split off train, stratified."""
     rows = ["path,label,split"]
     for split in ("train", "test"):
@@ -258,11 +253,10 @@ def test_csv_manifest_without_val_split(tmp_path, temporal_dataset):
     csv_path = tmp_path / "data.csv"
     csv_path.write_text("\n".join(rows) + "\n")
     out = tmp_path / "run"
-    r = run_script("train.py", "--data_dir", csv_path, "--out_dir", out, "--epochs", "1", *FAST,
-                   "--no_video_eval", "--no_tensorboard", "--loss", "focal", "--sched", "plateau",
-                   "--opt", "sgd", "--class_weights", "1,2,1,1")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "held out 4" in r.stdout
+    run_main(train_mod, "--data_dir", csv_path, "--out_dir", out, "--epochs", "1", *FAST,
+             "--no_video_eval", "--no_tensorboard", "--loss", "focal", "--sched", "plateau",
+             "--opt", "sgd", "--class_weights", "1,2,1,1")
+    assert "held out 4" in capsys.readouterr().out
     m = json.loads((out / "metrics.json").read_text())
     assert m["epochs"][0]["val"]["n"] == 4 and "video" not in m["test"]
     assert (m["config"]["loss"], m["config"]["sched"], m["config"]["opt"]) == ("focal", "plateau", "sgd")
@@ -336,10 +330,10 @@ def test_wandb_missing_is_a_startup_error(train_mod, capsys, monkeypatch, tempor
     assert "pip install 'vidaccel[wandb]'" in err
 
 
-def test_tensorboard_events_have_the_scalars(short_run):
+def test_tensorboard_events_have_the_scalars(trained_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(short_run["log"] / "tensorboard"))
+    acc = EventAccumulator(str(trained_run.log / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
     assert {"train_loss", "val_loss", "val_auroc", "score", "lr"} <= tags

@@ -170,33 +170,29 @@ def test_seed_flag_errors_are_one_line(train_mod, capsys, tmp_path, temporal_dat
 
 
 # --------------------------------------------------------------------------- resume
-@pytest.fixture(scope="module")
-def one_epoch(tmp_path_factory, temporal_dataset, train_mod):
-    out = tmp_path_factory.mktemp("one_epoch") / "run"
-    run_main(train_mod, ["--data_dir", temporal_dataset, "--out_dir", out, *FAST,
-                         "--train_sampling", "random"])
-    return out
-
-
-def test_resume_restores_model_clip_size_and_data(train_mod, capsys, tmp_path, one_epoch):
+# On the session's trained_run (tests/conftest.py): 2 epochs of tsn_resnet18, 4x32 clips,
+# --train_sampling random; checkpoints in trained_run.model, reports in trained_run.log.
+def test_resume_restores_model_clip_size_and_data(train_mod, capsys, tmp_path, trained_run):
     run = tmp_path / "run"
-    shutil.copytree(one_epoch, run)
+    shutil.copytree(trained_run.model, run)
     capsys.readouterr()
-    result = run_main(train_mod, ["--resume", run / "last.pt", "--epochs", "2", "--no_progress",
-                                  "--num_workers", "0"])
-    assert len(result["history"]) == 2
-    config = json.loads((run / "config.json").read_text())  # written to the checkpoint's folder
+    # --out_dir: the copy's outputs go to the copy (the checkpoint names the shared run's folders)
+    result = run_main(train_mod, ["--resume", run / "last.pt", "--epochs", "3", "--no_progress",
+                                  "--num_workers", "0", "--out_dir", run])
+    assert len(result["history"]) == 3
+    config = json.loads((run / "config.json").read_text())  # written by the resumed run
     assert (config["model"], config["clip_len"], config["size"], config["train_sampling"]) == (
         "tsn_resnet18", 4, 32, "random")
     err = one_line_exit(train_mod, capsys, ["--resume", run / "last.pt", "--model", "tsm_resnet18"])
     assert "trained with --model tsn_resnet18, not --model tsm_resnet18" in err
 
 
-def test_resume_states_a_changed_option(train_mod, one_epoch):
+def test_resume_states_a_changed_option(train_mod, trained_run):
     import torch
 
-    ck = torch.load(one_epoch / "last.pt", weights_only=True)
-    args = train_mod.get_args_parser().parse_args(["--resume", str(one_epoch / "last.pt"), "--clip_len", "8"])
+    ck = torch.load(trained_run.model / "last.pt", weights_only=True)
+    last = str(trained_run.model / "last.pt")
+    args = train_mod.get_args_parser().parse_args(["--resume", last, "--clip_len", "8"])
     assert args.given == {"resume", "clip_len"}  # one parse tells given options from defaults
     cfg, resumed, notes = train_mod.resume_checkpoint(train_mod.TrainConfig.from_options(args), args.given)
     assert notes == ["--clip_len 8 replaces the checkpoint's 4"] and resumed["epoch"] == ck["epoch"]
@@ -210,23 +206,23 @@ def test_resume_states_a_changed_option(train_mod, one_epoch):
 
 
 # --------------------------------------------------------------------------- evaluate.py / test.py
-def test_evaluate_checks_num_frames_and_segments(eval_mod, capsys, one_epoch, temporal_dataset):
-    common = ["--model_path", one_epoch / "best.pt", "--data_root", temporal_dataset, "--no_progress"]
+def test_evaluate_checks_num_frames_and_segments(eval_mod, capsys, trained_run, temporal_dataset):
+    common = ["--model_path", trained_run.model / "best.pt", "--data_root", temporal_dataset, "--no_progress"]
     err = one_line_exit(eval_mod, capsys, [*common, "--num_frames", "16"], prog="evaluate.py")
     assert "--num_frames 16" in err and "4-frame clips" in err
     err = one_line_exit(eval_mod, capsys, [*common, "--segments", "4"], prog="evaluate.py")
     assert "--segments 4" in err and "no segments" in err
-    err = one_line_exit(eval_mod, capsys, ["--model_path", one_epoch / "nothing.pth", "--data_root",
+    err = one_line_exit(eval_mod, capsys, ["--model_path", trained_run.model / "nothing.pth", "--data_root",
                                            temporal_dataset], prog="evaluate.py")
     assert "nothing.pth" in err
 
 
-def test_test_py_is_evaluate_py_under_seed_004s_name(tmp_path, one_epoch, temporal_dataset):
+def test_test_py_is_evaluate_py_under_seed_004s_name(tmp_path, trained_run, temporal_dataset):
     r = subprocess.run([sys.executable, str(ROOT / "test.py"), "--data_root", str(temporal_dataset),
-                        "--model_path", str(one_epoch / "best_model.pth"), "--num_frames", "4",
+                        "--model_path", str(trained_run.model / "best_model.pth"), "--num_frames", "4",
                         "--batch_size", "8", "--out_dir", str(tmp_path / "output_test"), "--no_progress",
                         "--no_video_eval"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert f"using {one_epoch / 'best.pt'}" in r.stdout
+    assert f"using {trained_run.model / 'best.pt'}" in r.stdout
     assert json.loads((tmp_path / "output_test" / "metrics.json").read_text())["test"]["clip"]["n"] == 4

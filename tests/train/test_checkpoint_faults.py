@@ -28,13 +28,9 @@ def scripts():
 
 
 @pytest.fixture(scope="module")
-def good_ckpt(tmp_path_factory, temporal_dataset, scripts):
-    out = tmp_path_factory.mktemp("ckpt_run")
-    train, _ = scripts
-    train.main(train.get_args_parser().parse_args(
-        ["--data_dir", str(temporal_dataset), "--out_dir", str(out), "--epochs", "1",
-         "--no_video_eval", *FAST]))
-    return read_checkpoint(out / "last.pt")
+def good_ckpt(trained_run):
+    """last.pt of the session's run (tsn_resnet18, 4 classes, 2 epochs: tests/conftest.py)."""
+    return read_checkpoint(trained_run.model / "last.pt")
 
 
 def _one_line_exit_2(fn, argv, capsys, prog) -> str:
@@ -90,7 +86,7 @@ def test_resume_problems_are_one_line(good_ckpt, scripts, temporal_dataset, tmp_
     torch.save(_broken(good_ckpt, change), path)
     train, _ = scripts
     err = _one_line_exit_2(train, ["--data_dir", temporal_dataset, "--out_dir", tmp_path / "run",
-                                   "--epochs", "2", "--resume", path, *FAST], capsys, "train.py")
+                                   "--epochs", "3", "--resume", path, *FAST], capsys, "train.py")
     assert re.search(needle, err), err
     assert str(path) in err
 

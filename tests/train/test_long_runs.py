@@ -65,14 +65,45 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+class BackgroundRun:
+    """A train.py run going on while the tests start theirs: every run here is single-threaded
+    (OMP_NUM_THREADS=1) and the machine has 2 cores. ``finished()`` waits for it."""
+
+    def __init__(self, cmd: list[str], folder: Path):
+        self.folder = folder
+        with open(folder / "stdout", "w") as stdout, open(folder / "stderr", "w") as stderr:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=stdout, stderr=stderr)
+
+    def finished(self) -> subprocess.CompletedProcess:
+        try:
+            rc = self.proc.wait(timeout=300)
+        finally:
+            self.stop()
+        r = subprocess.CompletedProcess(self.proc.args, rc, (self.folder / "stdout").read_text(),
+                                        (self.folder / "stderr").read_text())
+        assert r.returncode == 0, r.stderr[-3000:]
+        return r
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @pytest.fixture(scope="module")
-def uninterrupted_run(tmp_path_factory, temporal_dataset) -> tuple[Path, subprocess.CompletedProcess]:
-    """The reference run; --resume auto in its empty folder starts fresh, and every data step
-    is over --stall_warn_s (neither changes a number)."""
-    out = tmp_path_factory.mktemp("whole") / "run"
-    r = run(train_cmd(temporal_dataset, out, "--resume", "auto", "--stall_warn_s", "0.000001"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out, r
+def reference(tmp_path_factory, temporal_dataset):
+    """The reference run, started at once; --resume auto in its empty folder starts fresh, and
+    every data step is over --stall_warn_s (neither changes a number)."""
+    folder = tmp_path_factory.mktemp("whole")
+    run = BackgroundRun(train_cmd(temporal_dataset, folder / "run", "--resume", "auto", "--stall_warn_s", "0.000001"),
+                        folder)
+    yield run
+    run.stop()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(reference) -> tuple[Path, subprocess.CompletedProcess]:
+    return reference.folder / "run", reference.finished()
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +111,7 @@ def uninterrupted(uninterrupted_run) -> Path:
     return uninterrupted_run[0]
 
 
-def test_sigterm_mid_epoch_then_resume_auto_is_exact(uninterrupted, temporal_dataset, tmp_path):
+def test_sigterm_mid_epoch_then_resume_auto_is_exact(reference, temporal_dataset, tmp_path):
     out = tmp_path / "cut"
     errors = tmp_path / "stderr"
     proc = subprocess.Popen(train_cmd(temporal_dataset, out), cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
@@ -103,7 +134,8 @@ def test_sigterm_mid_epoch_then_resume_auto_is_exact(uninterrupted, temporal_dat
     r = run(train_cmd(temporal_dataset, out, "--resume", "auto"))
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"--resume auto: {newest}" in r.stdout and f"resumed from {newest}" in r.stdout
-    assert_same_run(uninterrupted, out)
+    reference.finished()  # the reference run went on alongside this one
+    assert_same_run(reference.folder / "run", out)
     assert len(list(out.glob("step-*.pt"))) == 2  # --keep_checkpoints 2
 
 

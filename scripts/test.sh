@@ -5,11 +5,11 @@ set -uo pipefail
 PY=${PY:-python3}
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh || exit 1
-# Lint everything and type-check the decoding and data packages; the tests run either way,
+# Lint everything and type-check accel (io, data, train, deploy); the tests run either way,
 # and any finding fails the run.
 lint=0
 "$PY" -m ruff check . || { echo "test.sh: ruff found problems (ruff check . --fix fixes some)" >&2; lint=1; }
-"$PY" -m mypy accel/io accel/data || { echo "test.sh: mypy found type errors in accel/io or accel/data" >&2; lint=1; }
+"$PY" -m mypy accel/io accel/data accel/train accel/deploy || { echo "test.sh: mypy found type errors in accel/io, accel/data, accel/train or accel/deploy" >&2; lint=1; }
 # --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view
 "$PY" -m pytest -m "not slow" --durations=15 "$@"
 rc=$?

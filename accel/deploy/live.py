@@ -19,7 +19,9 @@ With ``deadline_ms`` any result later than it is flagged ``late``. Frame models 
 an encoder / head split (``encode``, ``head``: ``models.frame_split``) keep a ring of
 per-frame features instead: only frames whose features are missing go through the encoder,
 then the temporal head runs over the window (``path == "incremental"``); the others run the
-whole window (``path == "window"``).
+whole window (``path == "window"``). A frame with no inference of its own (the ring filling, a
+dropped or ``every``-skipped frame) is encoded at once when that ends before the next frame is
+due, so the next window encodes only its own frame.
 """
 from __future__ import annotations
 
@@ -135,9 +137,9 @@ class RingBuffer:
 
 
 class FeatureRing:
-    """Per-slot features of a :class:`RingBuffer`'s frames; a slot's feature is computed
-    when a window first needs it (so a dropped frame costs no encoder call unless a later
-    window includes it) and is invalidated when the slot gets a new frame."""
+    """Per-slot features of a :class:`RingBuffer`'s frames: a slot's feature is computed by
+    ``encode_slots`` or, at the latest, when a window needs it, and is invalidated when the
+    slot gets a new frame."""
 
     def __init__(self, frames: RingBuffer, encode: Callable[[torch.Tensor], torch.Tensor]):
         self.frames, self.encode = frames, encode
@@ -242,12 +244,36 @@ class LiveClassifier:
         self.busy_until = float("-inf")
         self.model_ms: list[float] = []
         self.warmup_ms: float | None = None
+        # running estimates for encoding idle-time frames: the frame interval, one frame's encode
+        self.frame_gap_s: float | None = None
+        self.encode_s: float | None = None
+        self.last_arrival_s = float("-inf")
 
     def _logits(self) -> torch.Tensor:
         if self.features is not None and self.head is not None:
             return self.head(self.features.window())
         assert self.model is not None
         return self.model(self.ring.clip())
+
+    def _encode_fits(self, why: str, arrival_s: float) -> bool:
+        """Encode a frame that gets no inference of its own now? Always while the ring fills
+        (else the first full window encodes clip_len frames and drops those behind it);
+        a dropped or skipped frame only when it will be done before the next frame is due, so
+        idle time does the work and the next window encodes just its own frame: no cascade
+        of two-frame windows that each overrun the frame interval."""
+        if why == "filling":
+            return True
+        if self.frame_gap_s is None or self.encode_s is None:
+            return False
+        return time.perf_counter() + self.encode_s <= arrival_s + self.frame_gap_s
+
+    def _encode_now(self, slot: int) -> None:
+        assert self.features is not None
+        start = time.perf_counter()
+        self.features.encode_slots([slot])
+        sync_device(self.device)
+        self.busy_until = done = time.perf_counter()
+        self.encode_s = done - start if self.encode_s is None else 0.8 * self.encode_s + 0.2 * (done - start)
 
     def _skip_reason(self, index: int, arrival_s: float) -> str | None:
         """Why this frame gets no inference: "filling", "every", "dropped", or None."""
@@ -273,13 +299,14 @@ class LiveClassifier:
         if self.features is not None:
             self.features.invalidate(slot)
         why = self._skip_reason(index, arrival_s)
+        gap = arrival_s - self.last_arrival_s
+        if 0 < gap < 1:  # frames closer than 1 s: a live cadence (not a new source or a stall)
+            self.frame_gap_s = gap if self.frame_gap_s is None else 0.9 * self.frame_gap_s + 0.1 * gap
+        self.last_arrival_s = arrival_s
+        if why is not None and self.features is not None and self._encode_fits(why, arrival_s):
+            self._encode_now(slot)
         if why == "dropped":
             return FrameResult(index, pts_s, arrival_s, dropped=True)
-        if why == "filling" and self.features is not None:
-            # Encode while the ring fills, so the first full window encodes one frame, not
-            # clip_len of them (which would drop the frames arriving meanwhile).
-            self.features.encode_slots([slot])
-            self.busy_until = time.perf_counter()
         if why is not None:
             return None
         sync_device(self.device)  # the frame's preprocessing stays out of model_ms
@@ -303,10 +330,11 @@ class LiveClassifier:
             slot = self.ring.push(black)
             if self.features is not None:
                 self.features.invalidate(slot)
-                self.features.encode_slots([slot])
+                self._encode_now(slot)  # also primes the per-frame encode estimate
             if self.ring.full:
                 self._logits().float()[0].cpu()
         self.ring.reset()
+        self.busy_until = float("-inf")
         if self.features is not None:
             self.features.reset()
         self.warmup_ms = (time.perf_counter() - start) * 1e3

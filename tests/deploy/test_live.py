@@ -131,6 +131,24 @@ def test_busy_drop_drops_what_arrives_while_busy_and_block_drops_nothing():
     assert [r.pts_s for r in block] == pytest.approx([k / 100 for k in range(1, 11)])
 
 
+def test_a_dropped_frame_is_encoded_in_idle_time_so_no_two_frame_windows_follow():
+    batches: list[int] = []
+    calls = {"n": 0}
+
+    def encode(x):  # 8 ms a frame, and one 60 ms stall: the frame behind it is dropped
+        calls["n"] += 1
+        batches.append(x.shape[0])
+        time.sleep(0.06 if calls["n"] == 12 else 0.008 * x.shape[0])
+        return x.mean(dim=(2, 3))
+
+    live = LiveClassifier(None, classes=CLASSES, clip_len=4, size=8, encode=encode,
+                          head=lambda f: f.mean(dim=1))
+    s = latency_summary(play(live, 30, 25.0))
+    assert s["dropped"] == 1 and s["inferred"] == 26, s
+    assert batches == [1] * 30          # the dropped frame was encoded on its own, in idle time
+    assert live.frame_gap_s == pytest.approx(0.04, abs=0.01) and live.encode_s < 0.04
+
+
 def test_deadline_policy_drops_stale_frames():
     live = LiveClassifier(slow_model(0.0), classes=CLASSES, clip_len=1, size=8, policy="deadline",
                           deadline_ms=30)

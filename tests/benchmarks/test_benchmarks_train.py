@@ -40,13 +40,15 @@ def test_train_benchmark_refuses_bad_flags():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_device_cuda_without_cuda_is_one_line(capsys):
+@pytest.mark.parametrize("command", ["train", "stream"])
+def test_device_cuda_without_cuda_is_one_line(command, capsys):
     from benchmarks.__main__ import main as bench_main
 
     with pytest.raises(SystemExit) as e:
-        bench_main(["train", "--device", "cuda"])
+        bench_main([command, "--device", "cuda"])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("python -m benchmarks train: error: --device cuda: CUDA is not")
+    assert e.value.code == 2
+    assert err.startswith(f"python -m benchmarks {command}: error: --device cuda: CUDA is not")
     assert len(err.strip().splitlines()) == 1
 
 

@@ -72,12 +72,13 @@ class Parser(argparse.ArgumentParser):
         """Parse once with every default held back, so what the namespace holds is what the
         command line gave (``Options.given``), then fill in the defaults (a resumed or
         evaluated run overlays only the given options on what its checkpoint recorded)."""
-        defaults = [(a, a.default) for a in self._actions]
+        defaults = self._held_defaults = [(a, a.default) for a in self._actions]
         try:
             for a in self._actions:
                 a.default = argparse.SUPPRESS
             ns, extras = super().parse_known_args(args, Options() if namespace is None else namespace)
         finally:
+            self._held_defaults = None
             for a, default in defaults:
                 a.default = default
         if isinstance(ns, Options):
@@ -86,6 +87,19 @@ class Parser(argparse.ArgumentParser):
             if a.dest != argparse.SUPPRESS and default is not argparse.SUPPRESS and not hasattr(ns, a.dest):
                 setattr(ns, a.dest, a.type(default) if isinstance(default, str) and callable(a.type) else default)
         return ns, extras
+
+    def format_help(self) -> str:
+        """--help is printed during the parse, while the defaults are held back: show them."""
+        held = getattr(self, "_held_defaults", None)
+        if not held:
+            return super().format_help()
+        for a, default in held:
+            a.default = default
+        try:
+            return super().format_help()
+        finally:
+            for a, _ in held:
+                a.default = argparse.SUPPRESS
 
     def add_flag(self, name: str, default: bool, help: str) -> None:
         _add_flag(self, name, default, help)

@@ -234,7 +234,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert e.value.code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
 
 
-def test_loaders_benchmark_compares_original_and_prepared(tmp_path, index_dataset):
+def test_loaders_benchmark_compares_original_and_prepared(tmp_path, index_dataset, capsys):
     dst = tmp_path / "dst"
     prepare(index_dataset, dst, FAST, progress=False, splits=["train"])
     out = tmp_path / "cmp.json"
@@ -253,9 +253,11 @@ def test_loaders_benchmark_compares_original_and_prepared(tmp_path, index_datase
     from benchmarks.__main__ import main as bench_main
 
     next(dst.rglob("*.mp4")).unlink()  # a prepared set that lacks a file: not the same clips
-    with pytest.raises(SystemExit, match="does not list the same files"):
+    with pytest.raises(SystemExit) as e:
         bench_main(["loaders", "--data", str(index_dataset), "--split", "train", "--prepared", str(dst),
                     "--json", str(tmp_path / "refused.json")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "does not list the same files" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "refused.json").exists()
 
 

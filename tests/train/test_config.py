@@ -30,6 +30,18 @@ def test_given_options_come_from_one_parse(parser):
         cfg.clip_len = 8  # type: ignore[misc]
 
 
+def test_help_during_the_parse_shows_the_defaults(capsys):
+    from accel.cli import Parser
+
+    p = Parser(prog="x")
+    p.add("--fps", type=float, default=25.0, help="frames a second (default %(default)s)")
+    with pytest.raises(SystemExit) as e:
+        p.parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and "(default 25.0)" in out and "SUPPRESS" not in out
+    assert p.parse_args([]).fps == 25.0  # the defaults are back after --help
+
+
 def test_resume_overlays_only_given_options(parser):
     ck = {"model_name": "tsn_resnet18", "model_kwargs": {"num_segments": 2},
           "config": {"model": "tsn_resnet18", "clip_len": 4, "lr": 0.5, "loss": "ce", "log_dir": "old"}}

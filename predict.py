@@ -28,7 +28,7 @@ import torch
 from accel.cli import Parser, UsageError, fail, one_line, positive_float, positive_int, resolve_device
 from accel.deploy.live import POLICIES, LiveClassifier, latency_summary
 from accel.deploy.outputs import JsonlWriter, OverlayVideo, summary_table
-from accel.deploy.sources import SourceError, VideoSource, expand_sources
+from accel.deploy.sources import SourceError, VideoSource, expand_sources, source_kind
 from accel.train.checkpoint import EVAL_ENTRIES, CheckpointError, read_checkpoint
 from accel.train.tracking import write_json
 from models import frame_split, resolve_data_config, resolve_model_name
@@ -206,13 +206,16 @@ def main(args) -> int:
           f"{s['size']}px; runtime {args.runtime}; device {device}; {len(specs)} source(s)", flush=True)
     for spec in specs:
         try:
-            source = VideoSource(spec, realtime=args.realtime, reconnect_s=args.reconnect_s,
-                                 read_timeout_s=args.read_timeout_s, open_timeout_s=args.open_timeout_s)
             out = out_root / folder_name(spec, taken)
             out.mkdir(parents=True, exist_ok=True)
-            policy = args.policy or ("busy-drop" if source.realtime else "block")
-            live = build_classifier(args, model, s, device, out, policy)
-            live.warmup(source.height, source.width)  # one-off costs, reported apart
+            realtime = args.realtime or source_kind(spec) != "file"
+            live = build_classifier(args, model, s, device, out,
+                                    args.policy or ("busy-drop" if realtime else "block"))
+            # One-off costs, reported apart; before the source opens, so a live stream's packets
+            # do not pile up unread meanwhile (and a sender not yet up is waited for after).
+            live.warmup(*(s["frame_size"] or (s["size"], s["size"])))
+            source = VideoSource(spec, realtime=args.realtime, reconnect_s=args.reconnect_s,
+                                 read_timeout_s=args.read_timeout_s, open_timeout_s=args.open_timeout_s)
         except (SourceError, UsageError, ImportError, ValueError, FileNotFoundError) as err:
             print(f"{PROG}: error: {one_line(err)}", file=sys.stderr, flush=True)
             status = 2

@@ -29,7 +29,6 @@ from typing import Iterable, Iterator, NamedTuple, Sequence, overload
 
 import numpy as np
 
-from ..io.diagnose import explain_skip  # noqa: F401 - where the scripts import it from
 from ..io.frames import FRAME_EXTENSIONS
 from .csvtable import CsvSyntaxError, CsvTable, read_table
 from .packed import pack, prefixed, take

@@ -8,16 +8,9 @@ import pytest
 import seed_layouts as layouts
 import torch
 
-from accel.data.manifests import (
-    MAX_CLASS_ID,
-    CsvOptions,
-    ManifestError,
-    csv_manifest,
-    drop_missing,
-    explain_skip,
-    skipped_summary,
-)
+from accel.data.manifests import MAX_CLASS_ID, CsvOptions, ManifestError, csv_manifest, drop_missing, skipped_summary
 from accel.data.splits import load_splits
+from accel.io.diagnose import explain_skip
 
 
 def write(path: Path, text: str | bytes) -> Path:

@@ -10,13 +10,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from accel.cli import Parser, positive_int  # noqa: E402
+from accel.deploy.perf import to_channels_last  # noqa: E402
 from models import create_model, frame_split  # noqa: E402
 
 
 def measure(reps: int = 15) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = create_model("cnn_lstm", num_classes=7).eval()
+    model = to_channels_last(create_model("cnn_lstm", num_classes=7).eval())  # as the inputs are
     split = frame_split(model)
     clip = torch.randn(1, 3, 16, 112, 112).contiguous(memory_format=torch.channels_last_3d)
     frame = torch.randn(1, 3, 112, 112).contiguous(memory_format=torch.channels_last)

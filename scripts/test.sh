@@ -10,8 +10,13 @@ bash scripts/setup.sh || exit 1
 lint=0
 "$PY" -m ruff check . || { echo "test.sh: ruff found problems (ruff check . --fix fixes some)" >&2; lint=1; }
 "$PY" -m mypy accel/io accel/data accel/train accel/deploy || { echo "test.sh: mypy found type errors in accel/io, accel/data, accel/train or accel/deploy" >&2; lint=1; }
-# --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view
-"$PY" -m pytest -m "not slow" --durations=15 "$@"
+# -n: test files spread over pytest-xdist workers, one per core up to 4 (PYTEST_WORKERS=N
+# to choose; 0 runs in this process). Alone, the suite keeps about one core busy: its tests
+# wait on subprocesses, encoders and sockets. --dist loadfile keeps a file's tests, and its
+# module fixtures, on one worker.
+# --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view.
+workers=${PYTEST_WORKERS:-$("$PY" -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")}
+"$PY" -m pytest -m "not slow" -n "$workers" --dist loadfile --durations=15 "$@"
 rc=$?
 if [ "$rc" = 5 ]; then
   echo "test.sh: pytest collected no tests: that is a failure, not a pass" >&2

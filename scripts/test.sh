@@ -15,7 +15,7 @@ lint=0
 # wait on subprocesses, encoders and sockets. --dist loadfile keeps a file's tests, and its
 # module fixtures, on one worker.
 # -p no:benchmark: no test here times anything with pytest-benchmark (tests/bench does, on its
-# own command, README "Benchmarks"), and under xdist it warns that it turned itself off.
+# own command, README "Model benchmarks"), and under xdist it warns that it turned itself off.
 # --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view.
 workers=${PYTEST_WORKERS:-$("$PY" -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")}
 "$PY" -m pytest -m "not slow" -n "$workers" --dist loadfile -p no:benchmark --durations=15 "$@"

@@ -66,6 +66,9 @@ class StepHooks:
     def got_batch(self, step: int, batch) -> None:
         """The batch arrived (before the forward)."""
 
+    def data_ended(self) -> None:
+        """The loader has given ``len(batches)`` batches, or has ended (may come twice)."""
+
     def exchange(self, finite: bool) -> bool:
         """Whether every rank's loss is finite (ranks also agree here on saving and stopping)."""
         return finite
@@ -134,10 +137,14 @@ def train_one_epoch(net: Callable[[torch.Tensor], torch.Tensor], model: nn.Modul
     remaining = len(batches)
     it = iter(batches)
     while True:
-        hooks.before_batch(state.batches)
+        if remaining > 0:
+            hooks.before_batch(state.batches)
+        else:  # all len(batches) are in: waiting for the loader's end is no batch's stall
+            hooks.data_ended()
         t0 = time.perf_counter()
         batch = next(it, None)
         if batch is None:
+            hooks.data_ended()  # also when the loader ends early
             break
         state.wait_s += time.perf_counter() - t0
         hooks.got_batch(state.batches, batch)

@@ -79,6 +79,12 @@ class StallWatch:
             self.check("took")
             self.step = None
 
+    def cancel(self) -> None:
+        """Stop looking without a word: the loader said it has no more batches, and the wait
+        for that (worker shutdown, then the epoch's end, other ranks) is no batch's stall."""
+        with self.lock:
+            self.step = None
+
     def check(self, verb: str) -> None:
         """Under the lock: warn if the current wait is over the limit and not told yet."""
         if self.limit_s <= 0 or self.step is None or self.warned:
@@ -123,6 +129,9 @@ class LongRunHooks(StepHooks):
     def got_batch(self, step: int, batch) -> None:
         self.stall.stop()
         seed_everything(mix_seed(self.seed, self.epoch, self.info.rank, "step", step))
+
+    def data_ended(self) -> None:
+        self.stall.cancel()
 
     # ---- agreement
     def exchange(self, finite: bool) -> bool:

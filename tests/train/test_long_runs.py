@@ -163,6 +163,54 @@ def test_resume_auto_in_an_empty_folder_starts_fresh_and_stalls_are_named(uninte
     assert stalls[0].startswith("warning: epoch 1 step 1 ") and stalls[-1].startswith("warning: epoch 2 step 8 ")
 
 
+class WatchedSteps(StepHooks):
+    """The stall watch of LongRunHooks, alone: armed before each fetch, stopped on arrival."""
+
+    def __init__(self, limit_s: float):
+        from accel.train.longrun import StallWatch
+
+        self.stall = StallWatch(limit_s, lambda step: f"step {step + 1}")
+
+    def before_batch(self, step: int) -> None:
+        self.stall.start(step)
+
+    def got_batch(self, step: int, batch) -> None:
+        self.stall.stop()
+
+    def data_ended(self) -> None:
+        self.stall.cancel()
+
+
+class SlowToEnd:
+    """Batches that arrive at once, then a loader that takes ``end_s`` to say it is done (as
+    a DataLoader shutting its workers down)."""
+
+    def __init__(self, batches: list, end_s: float):
+        self.batches, self.end_s = batches, end_s
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        yield from self.batches
+        time.sleep(self.end_s)
+
+
+def test_the_stall_watch_names_slow_steps_and_not_the_end_of_the_data(capsys):
+    """Every step is over the limit and warned once; the wait for the loader's end is not a
+    step: the warning for step 4 of 3 came under load, when the epoch's end took a while."""
+    model = bn_model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    hooks = WatchedSteps(1e-6)
+    train_one_epoch(model, model, nn.CrossEntropyLoss(), opt, LRSchedule(opt, total_steps=3),
+                    SlowToEnd(clip_batches(3), end_s=0.2), hooks=hooks)
+    time.sleep(0.2)  # the watch thread looks every 10 ms: long enough to warn, were it armed
+    hooks.stall.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == ["step 1", "step 2", "step 3"], lines
+    assert all("took" in line or "has taken" in line for line in lines)
+
+
 # --------------------------------------------------------------------------- non-finite losses
 def clip_batches(n: int, *, poison=(), batch: int = 2) -> list[ClipBatch]:
     g = torch.Generator().manual_seed(0)

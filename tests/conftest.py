@@ -16,6 +16,27 @@ from accel.synth import encoder_available, write_index_video
 
 CPU_BACKENDS = ("pyav", "decord", "torchcodec")
 
+# The longest test files (2-core machine, seconds per file on two workers), run first: the
+# workers take whole files in collection order, and one of these left to the end keeps one
+# worker busy alone (the GPU check's rehearsal, 80-220 s, once ran last and ended the run).
+LONGEST_FILES_FIRST = (
+    "tests/scripts/test_gpu_check_rehearsal.py",
+    "tests/scripts/test_train_acceptance.py",
+    "tests/models/test_models.py",
+    "tests/scripts/test_predict.py",
+    "tests/scripts/test_train.py",
+    "tests/scripts/test_train_inputs.py",
+    "tests/deploy/test_export.py",
+    "tests/train/test_long_runs_ddp.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Longest files first (a stable sort: the rest keep their order, and every worker
+    computes the same order, as pytest-xdist requires)."""
+    rank = {name: k for k, name in enumerate(LONGEST_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def index_folder(tmp_path_factory):

@@ -259,3 +259,12 @@ def test_no_function_over_80_lines():
             for p in SOURCES for f in _functions(ast.parse(p.read_text()))
             if f.end_lineno - f.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, "\n".join(long)
+
+
+def test_the_longest_files_run_first_and_exist():
+    """conftest's LONGEST_FILES_FIRST names real files (a renamed one would silently lose its
+    place at the front of the run)."""
+    from tests.conftest import LONGEST_FILES_FIRST
+
+    missing = [name for name in LONGEST_FILES_FIRST if not (ROOT / name).is_file()]
+    assert not missing, missing

@@ -86,7 +86,6 @@ def test_block_mode_logits_equal_evaluation_and_outputs_are_written(checkpoint, 
     assert "p99.9 ms" in r.stdout and "incremental" in r.stdout
 
 
-@pytest.mark.slow  # the ONNX export takes ~50 s here
 @pytest.mark.parametrize("flag, channels_last", [([], True), (["--no_channels_last"], False)])
 def test_the_model_is_loaded_with_the_clips_layout(checkpoint, flag, channels_last):
     """The live clips and frames are channels-last; a frame encoder with contiguous weights
@@ -101,6 +100,7 @@ def test_the_model_is_loaded_with_the_clips_layout(checkpoint, flag, channels_la
     assert s["clip_len"] == 4 and s["classes"] == CLASSES
 
 
+@pytest.mark.slow  # the ONNX export takes ~50 s here
 def test_onnx_runtime_windows_equal_the_eager_incremental_ones(checkpoint, video, tmp_path):
     pytest.importorskip("onnxruntime")
     runs = {}

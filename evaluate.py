@@ -131,15 +131,17 @@ def check_matches(args, ckpt: dict, model, settings_clip_len: int) -> None:
                              f"{trained if trained is not None else 'no'} segments")
 
 
-def build_runner(args, model, settings: EvalSettings, device: torch.device, log_dir: Path, amp):
-    """The callable clips -> logits: eager (optimised) PyTorch or an exported artifact."""
+def build_runner(args, model, settings: EvalSettings, device: torch.device, log_dir: Path, amp, *,
+                 stem: str = "model"):
+    """The callable clips -> logits: eager (optimised) PyTorch or an exported artifact (without
+    ``args.exported``, exported now to ``log_dir/<stem><suffix>``)."""
     from accel.deploy.perf import optimize
 
     if args.runtime == "eager":
         return optimize(model, channels_last=args.channels_last, amp=amp, compile=False, device=device)
     from accel.deploy import export
 
-    path = Path(args.exported) if args.exported else log_dir / f"model{SUFFIX[args.runtime]}"
+    path = Path(args.exported) if args.exported else log_dir / f"{stem}{SUFFIX[args.runtime]}"
     if args.exported is None:
         example = torch.randn(settings.batch_size, 3, settings.clip_len, settings.size, settings.size)
         t0 = time.perf_counter()

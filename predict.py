@@ -9,7 +9,8 @@ rtsp://, srt://, http(s):// HLS); a V4L2 device (/dev/video0); ``-`` for an MPEG
 The clip length, size, statistics and classes come from the checkpoint. Every frame enters a
 ring of the last clip_len frames, pre-processed on the device as evaluation does; the model
 runs on the window (frame models that declare an encoder/head split run their encoder on the
-new frame only: the "incremental" path). Files are read as fast as possible with every frame
+new frame only: the "incremental" path; with an exported --runtime, the encoder runs through
+it and the head stays eager). Files are read as fast as possible with every frame
 inferred (policy block) unless ``--realtime`` paces them at their own fps; live sources are
 real time, with the busy-drop policy (a frame arriving while the model is busy is dropped).
 Writes, per source, under ``--out_dir``: predictions.jsonl, summary.json, timeline.png and,
@@ -21,12 +22,14 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from accel.cli import Parser, UsageError, fail, one_line, positive_float, positive_int, resolve_device
-from accel.deploy.live import POLICIES, LiveClassifier, latency_summary
+from accel.deploy.live import POLICIES, FramesAsClips, LiveClassifier, latency_summary
 from accel.deploy.outputs import JsonlWriter, OverlayVideo, summary_table
 from accel.deploy.perf import to_channels_last
 from accel.deploy.sources import SourceError, VideoSource, expand_sources, source_kind
@@ -46,8 +49,11 @@ def get_args_parser() -> Parser:
     p.add("--checkpoint", required=True, help="best.pt or last.pt from train.py")
     p.add("--out_dir", default="runs/predict", help="one folder per source under it")
     p.add("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add("--runtime", choices=RUNTIMES, default="eager", help="model runtime, as in evaluate.py")
-    p.add("--exported", help="the exported file for --runtime (default: export now to out_dir)")
+    p.add("--runtime", choices=RUNTIMES, default="eager",
+          help="model runtime, as in evaluate.py; for a frame model's incremental path, its encoder's "
+               "(the head stays eager)")
+    p.add("--exported", help="a whole-window exported file for --runtime (default: export now into "
+                             "out_dir: encoder.* for a frame model's incremental path, else model.*)")
     p.add("--model", help="must name the checkpoint's model (checked, not changed)")
     p.add("--clip_len", type=positive_int, help="must match the checkpoint's (checked, not changed)")
     p.add("--policy", choices=POLICIES,
@@ -95,27 +101,43 @@ def load_model(args, device: torch.device):
     return model, s
 
 
-def build_classifier(args, model, s: dict, device: torch.device, out_dir: Path, policy: str) -> LiveClassifier:
-    """Incremental for a frame model in eager mode; otherwise the whole window, through the runtime."""
-    split = frame_split(model) if args.incremental and args.runtime == "eager" else None
-    runner = None
+@dataclass
+class ModelPath:
+    """What runs per frame: the whole-window callable, or a frame model's encoder and head."""
+    window: Callable[[torch.Tensor], torch.Tensor] | None = None
+    encode: Callable[[torch.Tensor], torch.Tensor] | None = None
+    head: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def build_model_path(args, model, s: dict, device: torch.device, out_root: Path) -> ModelPath:
+    """Once for every source. A frame model runs incrementally (unless --no_incremental), its
+    encoder through --runtime (exported now to out_root/encoder.*) and its head eager; with
+    --exported (a whole-window artifact) or a model that mixes frames, the whole window runs
+    through the runtime."""
+    whole_artifact = args.exported is not None and args.runtime != "eager"
+    split = frame_split(model) if args.incremental and not whole_artifact else None
+    if args.runtime == "eager":
+        return ModelPath(encode=split.encode, head=split.head) if split else ModelPath(window=model)
+    from types import SimpleNamespace
+
+    from accel.train.evaluation import EvalSettings
+    from evaluate import build_runner
+
+    ev = SimpleNamespace(runtime=args.runtime, exported=args.exported, channels_last=args.channels_last)
+    out_root.mkdir(parents=True, exist_ok=True)
     if split is None:
-        if args.runtime == "eager":
-            runner = model
-        else:
-            from types import SimpleNamespace
+        return ModelPath(window=build_runner(ev, model, EvalSettings(clip_len=s["clip_len"], size=s["size"],
+                                                                     batch_size=2), device, out_root, None))
+    encoder = build_runner(ev, FramesAsClips(model), EvalSettings(clip_len=1, size=s["size"], batch_size=2),
+                           device, out_root, None, stem="encoder")
+    return ModelPath(encode=lambda frames: encoder(frames.unsqueeze(2)), head=split.head)
 
-            from accel.train.evaluation import EvalSettings
-            from evaluate import build_runner
 
-            ev = SimpleNamespace(runtime=args.runtime, exported=args.exported, channels_last=args.channels_last)
-            runner = build_runner(ev, model, EvalSettings(clip_len=s["clip_len"], size=s["size"], batch_size=2),
-                                  device, out_dir, None)
-    return LiveClassifier(runner, classes=s["classes"], clip_len=s["clip_len"], size=s["size"], device=device,
-                          mean=s["mean"], std=s["std"], frame_size=s["frame_size"],
-                          encode=split.encode if split else None, head=split.head if split else None,
-                          policy=policy, deadline_ms=args.deadline_ms, every=args.every, smooth=args.smooth,
-                          top_k=args.top_k, keep_logits=args.save_logits)
+def build_classifier(args, path: ModelPath, s: dict, device: torch.device, policy: str) -> LiveClassifier:
+    return LiveClassifier(path.window, classes=s["classes"], clip_len=s["clip_len"], size=s["size"], device=device,
+                          mean=s["mean"], std=s["std"], frame_size=s["frame_size"], encode=path.encode,
+                          head=path.head, policy=policy, deadline_ms=args.deadline_ms, every=args.every,
+                          smooth=args.smooth, top_k=args.top_k, keep_logits=args.save_logits)
 
 
 def folder_name(spec: str, taken: set[str]) -> str:
@@ -203,11 +225,13 @@ def setup(args):
 
 
 def main(args) -> int:
+    out_root, taken, rows, status = Path(args.out_dir), set(), [], 0
     try:
         device, model, s, specs = setup(args)
-    except (UsageError, CheckpointError, SourceError, ValueError, FileNotFoundError) as err:
+        path = build_model_path(args, model, s, device, out_root)
+    except (UsageError, CheckpointError, SourceError, ValueError, FileNotFoundError, ImportError,
+            RuntimeError) as err:  # RuntimeError: an export or runtime that cannot run here
         fail(PROG, one_line(err))
-    out_root, taken, rows, status = Path(args.out_dir), set(), [], 0
     print(f"{s['model']} from {args.checkpoint}: {len(s['classes'])} classes, clips {s['clip_len']}x"
           f"{s['size']}px; runtime {args.runtime}; device {device}; {len(specs)} source(s)", flush=True)
     for spec in specs:
@@ -215,8 +239,7 @@ def main(args) -> int:
             out = out_root / folder_name(spec, taken)
             out.mkdir(parents=True, exist_ok=True)
             realtime = args.realtime or source_kind(spec) != "file"
-            live = build_classifier(args, model, s, device, out,
-                                    args.policy or ("busy-drop" if realtime else "block"))
+            live = build_classifier(args, path, s, device, args.policy or ("busy-drop" if realtime else "block"))
             # One-off costs, reported apart; before the source opens, so a live stream's packets
             # do not pile up unread meanwhile (and a sender not yet up is waited for after).
             live.warmup(*(s["frame_size"] or (s["size"], s["size"])))

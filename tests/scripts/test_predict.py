@@ -100,22 +100,62 @@ def test_the_model_is_loaded_with_the_clips_layout(checkpoint, flag, channels_la
     assert s["clip_len"] == 4 and s["classes"] == CLASSES
 
 
-@pytest.mark.slow  # the ONNX export takes ~50 s here
-def test_onnx_runtime_windows_equal_the_eager_incremental_ones(checkpoint, video, tmp_path):
-    pytest.importorskip("onnxruntime")
+@pytest.mark.parametrize("runtime, extra, expected", [
+    ("eager", [], ("incremental", None)),
+    ("onnx", [], ("incremental", "encoder")),          # the encoder exported, the head eager
+    ("onnx", ["--exported", "m.onnx"], ("window", "model")),  # a whole-window artifact
+    ("onnx", ["--no_incremental"], ("window", "model")),
+])
+def test_the_runtime_runs_the_encoder_or_the_window(checkpoint, runtime, extra, expected, monkeypatch, tmp_path):
+    """Which callable each runtime gets (evaluate.build_runner stubbed: no export here); the
+    encoder's stand-in is the eager clip-shaped wrapper, so the windows equal the eager ones."""
+    sys.path.insert(0, str(ROOT))
+    import evaluate
+    import predict as script
+    from accel.deploy.live import FramesAsClips
+
+    built = []
+
+    def fake_build_runner(ev, model, settings, device, log_dir, amp, *, stem="model"):
+        built.append((stem, type(model).__name__, settings.clip_len, ev.exported))
+        return model
+
+    monkeypatch.setattr(evaluate, "build_runner", fake_build_runner)
+    args = script.get_args_parser().parse_args(["x.mp4", "--checkpoint", str(checkpoint), "--runtime", runtime,
+                                                *extra])
+    model, s = script.load_model(args, torch.device("cpu"))
+    path = script.build_model_path(args, model, s, torch.device("cpu"), tmp_path)
+    live = script.build_classifier(args, path, s, torch.device("cpu"), "block")
+    assert (live.path, built[0][0] if built else None) == expected
+    if expected[1] == "encoder":
+        assert built == [("encoder", FramesAsClips.__name__, 1, None)]
+    clip = torch.rand(1, 3, 4, 32, 32)
+    frames = [(f.permute(1, 2, 0) * 255).to(torch.uint8).numpy() for f in clip[0].permute(1, 0, 2, 3)]
+    results = [live.submit(f, index=k, arrival_s=0.0) for k, f in enumerate(frames)]
+    with torch.inference_mode():
+        reference = model(live.ring.clip())
+    assert results[-1] is not None
+    assert np.allclose(results[-1].probs, torch.softmax(reference, 1)[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.slow  # the exports take 20-50 s each here
+@pytest.mark.parametrize("runtime, artifact", [("onnx", "encoder.onnx"), ("aoti", "encoder.pt2")])
+def test_exported_encoders_give_the_eager_incremental_windows(checkpoint, video, tmp_path, runtime, artifact):
+    if runtime == "onnx":
+        pytest.importorskip("onnxruntime")
     runs = {}
-    for runtime in ("eager", "onnx"):
-        r = predict(video, "--checkpoint", checkpoint, "--out_dir", tmp_path / runtime, "--device", "cpu",
-                    "--runtime", runtime, "--save_logits")
+    for name in ("eager", runtime):
+        r = predict(video, "--checkpoint", checkpoint, "--out_dir", tmp_path / name, "--device", "cpu",
+                    "--runtime", name, "--save_logits")
         assert r.returncode == 0, r.stderr[-3000:]
-        out = tmp_path / runtime / "case"
-        runs[runtime] = (json.loads((out / "summary.json").read_text()),
-                         np.array([row["logits"] for row in read_jsonl(out / "predictions.jsonl")]))
-    (eager, eager_logits), (onnx, onnx_logits) = runs["eager"], runs["onnx"]
-    assert (eager["path"], onnx["path"], onnx["runtime"]) == ("incremental", "window", "onnx")
-    assert onnx_logits.shape == eager_logits.shape == (21, 3)
-    assert np.abs(onnx_logits - eager_logits).max() <= 1e-4
-    assert (tmp_path / "onnx" / "case" / "model.onnx").stat().st_size > 0
+        out = tmp_path / name / "case"
+        runs[name] = (json.loads((out / "summary.json").read_text()),
+                      np.array([row["logits"] for row in read_jsonl(out / "predictions.jsonl")]))
+    (eager, eager_logits), (exported, exported_logits) = runs["eager"], runs[runtime]
+    assert (eager["path"], exported["path"], exported["runtime"]) == ("incremental", "incremental", runtime)
+    assert exported_logits.shape == eager_logits.shape == (21, 3)
+    assert np.abs(exported_logits - eager_logits).max() <= 1e-4
+    assert (tmp_path / runtime / artifact).stat().st_size > 0  # exported once, for every source
 
 
 def free_udp_port() -> int:

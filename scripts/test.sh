@@ -17,7 +17,7 @@ lint=0
 # -p no:benchmark: no test here times anything with pytest-benchmark (tests/bench does, on its
 # own command, README "Model benchmarks"), and under xdist it warns that it turned itself off.
 # --durations=15: the 15 slowest tests, so what the suite's time goes to stays in view.
-workers=${PYTEST_WORKERS:-$("$PY" -c "import os; print(min(len(os.sched_getaffinity(0)), 4))")}
+workers=${PYTEST_WORKERS:-$("$PY" -c "import os; n = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count(); print(min(n or 1, 4))")}
 "$PY" -m pytest -m "not slow" -n "$workers" --dist loadfile -p no:benchmark --durations=15 "$@"
 rc=$?
 if [ "$rc" = 5 ]; then

@@ -180,8 +180,9 @@ class Optimized(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device != self.device:
             x = x.to(self.device, non_blocking=True)
-        if self.channels_last and x.dim() == 5:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if x.dim() == 5:  # the clip in the weights' layout: a mixed pair takes slow CPU kernels
+            x = x.contiguous(memory_format=torch.channels_last_3d if self.channels_last
+                             else torch.contiguous_format)
         return self._step(x)
 
     def extra_repr(self) -> str:
@@ -195,7 +196,8 @@ def optimize(model: nn.Module, *, channels_last: bool = False, amp: str | None =
     """Wrap ``model`` for fast execution; every option is off by default.
 
     channels_last: weights and 5-D inputs in ``channels_last_3d`` (4-D weights in
-        ``channels_last``), the layout cuDNN's fastest 3-D and 2-D kernels use.
+        ``channels_last``), the layout cuDNN's fastest 3-D and 2-D kernels use. ``False``
+        hands 5-D inputs over contiguous (loaders give channels-last clips), as the weights are.
     amp: ``None`` | ``"bf16"`` | ``"fp16"``: autocast dtype (logits are returned in fp32).
         fp16 training needs a ``torch.amp.GradScaler``; bf16 does not.
     compile: ``False`` | ``True`` (mode "default") | one of ``COMPILE_MODES``.

@@ -66,6 +66,19 @@ def test_channels_last_converts_each_rank_and_keeps_outputs(model, x):
     torch.testing.assert_close(opt(x), ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_the_clip_reaches_the_model_in_the_weights_layout(model, x, channels_last):
+    """Loaders hand over channels-last clips; without channels_last the model gets them
+    contiguous, like its weights (mixed layouts take slow kernels on CPU)."""
+    seen = []
+    opt = optimize(model, channels_last=channels_last)
+    opt.model.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    opt(x.contiguous(memory_format=torch.channels_last_3d))
+    opt(x.contiguous())
+    fmt = torch.channels_last_3d if channels_last else torch.contiguous_format
+    assert [t.is_contiguous(memory_format=fmt) for t in seen] == [True, True]
+
+
 def test_to_channels_last_leaves_low_rank_tensors_alone():
     m = to_channels_last(nn.Linear(3, 2))
     assert m.weight.is_contiguous()

@@ -8,8 +8,13 @@ Live sources (network, device, stdin) are decoded by a reader thread that stamps
 frame's arrival as it is decoded, so a busy consumer sees how old a frame is. A stalled
 network stream (no packet for ``read_timeout_s``) is reopened with exponential backoff until
 ``reconnect_s`` have passed without a frame; then ``stall_message`` says so and the source
-ends. ``realtime=True`` paces a file at its own timestamps on the same thread. Corrupt
-packets are skipped and counted. A source that cannot be opened raises
+ends. An HTTP stream (HLS, a file served over HTTP) is not reopened, which would repeat what
+was read: FFmpeg's HTTP client resumes a dropped transfer for up to ``reconnect_s``; a clean end
+(``#EXT-X-ENDLIST``, a file's last byte) ends the source; an HLS wait for the next segment is
+allowed 1.5 target durations on top of ``read_timeout_s``. A clean end on other protocols is a
+sender gone, retried like a stall.
+``realtime=True`` paces a file at its own timestamps on the same thread. Corrupt packets are
+skipped and counted. A source that cannot be opened raises
 :class:`SourceError` with one line naming it and saying why.
 """
 from __future__ import annotations
@@ -31,6 +36,12 @@ __all__ = ["SourceError", "SourceFrame", "VideoSource", "expand_sources", "sourc
            "VIDEO_SUFFIXES"]
 
 LIVE_SCHEMES = ("udp", "rtp", "rtsp", "srt", "http", "https", "tcp", "rtmp")
+# HTTP streams are never reopened by us: a reopened HLS playlist or file starts again from a
+# segment or byte already read (repeated frames). FFmpeg's HTTP client reconnects instead, at
+# the byte it had reached, and a clean end is the stream's end (HLS #EXT-X-ENDLIST, a file's
+# last byte). Elsewhere a clean end is a sender gone (a TCP peer closed, an RTSP teardown),
+# reopened like a stall.
+HTTP_SCHEMES = ("http", "https")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
@@ -77,11 +88,37 @@ def expand_sources(spec: str) -> list[str]:
     return [spec]
 
 
+def hls_target_duration(url: str, timeout_s: float) -> float | None:
+    """An HLS playlist's ``#EXT-X-TARGETDURATION`` (longest segment, s), through a master
+    playlist's first variant; None when it cannot be read."""
+    from urllib.parse import urljoin
+    from urllib.request import urlopen
+
+    for _ in range(2):  # a master playlist, then its first media playlist
+        try:
+            with urlopen(url, timeout=timeout_s) as reply:
+                lines = [line.strip() for line in reply.read(1 << 20).decode("utf-8", "replace").splitlines()]
+        except (OSError, ValueError):
+            return None
+        for line in lines:
+            if line.startswith("#EXT-X-TARGETDURATION:"):
+                try:
+                    return float(line.split(":", 1)[1])
+                except ValueError:
+                    return None
+        variants = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.startswith("#EXT-X-STREAM-INF")]
+        if not variants:
+            return None
+        url = urljoin(url, variants[0])
+    return None
+
+
 class VideoSource:
     """Iterate a source's frames as :class:`SourceFrame`; see the module's docstring.
 
     After iteration: ``corrupt`` (packets skipped), ``reconnects``, ``stall_message`` (None
-    unless the source stalled for good), ``frames`` (how many were read).
+    unless the source stalled for good), ``frames`` (how many were read), ``packets`` (video
+    packets with data demuxed).
     """
 
     def __init__(self, spec: str, *, realtime: bool = False, reconnect_s: float = 10.0,
@@ -90,10 +127,13 @@ class VideoSource:
             raise ValueError(f"reconnect_s must be >= 0 and the timeouts > 0, got {reconnect_s}, "
                              f"{read_timeout_s}, {open_timeout_s}")
         self.spec, self.kind = spec, source_kind(spec)
+        self.http = self.kind == "url" and spec.split("://", 1)[0].lower() in HTTP_SCHEMES
+        self.stream_timeout_s = read_timeout_s  # no packet this long ends a read (see _open_url)
+        self.packet_at = time.perf_counter()  # when the last packet with data was read
         self.live = self.kind != "file"
         self.realtime = realtime or self.live
         self.reconnect_s, self.read_timeout_s, self.open_timeout_s = reconnect_s, read_timeout_s, open_timeout_s
-        self.corrupt = self.reconnects = self.frames = 0
+        self.corrupt = self.reconnects = self.frames = self.packets = 0
         self.stall_message: str | None = None
         self.container: Any = None
         self.stop = threading.Event()
@@ -127,9 +167,15 @@ class VideoSource:
             elif self.kind == "device":
                 container = av.open(self.spec, format="v4l2")
             elif self.kind == "url":
-                us = str(int(self.read_timeout_s * 1e6))  # FFmpeg's protocol timeouts are in µs
-                container = av.open(self.spec, options={"timeout": us, "rw_timeout": us},
-                                    timeout=(self.open_timeout_s, self.read_timeout_s))
+                container = self._open_url(self.stream_timeout_s)
+                if container.format.name == "hls":
+                    # The demuxer waits up to a segment for the next one: a read timeout below
+                    # that would end every wait, so the wait is allowed on top of it.
+                    segment_s = hls_target_duration(self.spec, self.open_timeout_s)
+                    if segment_s and self.stream_timeout_s < self.read_timeout_s + 1.5 * segment_s:
+                        self.stream_timeout_s = self.read_timeout_s + 1.5 * segment_s
+                        container.close()
+                        container = self._open_url(self.stream_timeout_s)
             else:
                 container = av.open(self.spec)
         except Exception as e:  # PyAV raises FFmpegError subclasses and OSError
@@ -137,8 +183,22 @@ class VideoSource:
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.spec}: has no video stream (audio only?)")
-        container.streams.video[0].thread_type = "AUTO"
+        # Frame threads hold back a frame per thread but one (FFmpeg runs cores + 1, up to 16:
+        # 600 ms at 25 fps on 16 cores), unseen by the latency, stamped after decoding. Live
+        # sources use slice threads, which return each frame as soon as its packet is in.
+        container.streams.video[0].thread_type = "SLICE" if self.kind != "file" else "AUTO"
         return container
+
+    def _open_url(self, read_timeout_s: float):
+        import av
+
+        us = str(int(self.read_timeout_s * 1e6))  # FFmpeg's protocol timeouts are in µs
+        options = {"timeout": us, "rw_timeout": us}
+        if self.http:  # FFmpeg resumes a dropped transfer at its byte, for up to reconnect_s
+            options.update(reconnect="1", reconnect_streamed="1", reconnect_on_network_error="1",
+                           reconnect_delay_max=str(max(1, int(self.reconnect_s))))
+            read_timeout_s += self.reconnect_s
+        return av.open(self.spec, options=options, timeout=(self.open_timeout_s, read_timeout_s))
 
     # ------------------------------------------------------------------ decoding
     def _decoded(self) -> Iterator[tuple[float | None, np.ndarray]]:
@@ -148,6 +208,9 @@ class VideoSource:
 
         stream = self.container.streams.video[0]
         for packet in self.container.demux(stream):
+            if packet.size:  # not the flush at the end, which releases frames the decoder held
+                self.packets += 1
+                self.packet_at = time.perf_counter()
             if packet.is_corrupt:
                 self.corrupt += 1
             try:
@@ -200,10 +263,16 @@ class VideoSource:
                         return
                 if self.kind != "url":
                     return  # a file or stdin ended
+                if self.http and time.perf_counter() - self.packet_at < self.stream_timeout_s:
+                    return  # ended: FFmpeg's HLS demuxer reports an interrupted wait as an end too
             except Exception as e:  # a demuxer error: a file's is the end, a stream's a stall
                 if self.kind != "url":
                     self.stall_message = f"{self.spec}: read error after {self.frames} frames ({one_line(e)})"
                     return
+            if self.http:  # FFmpeg's HTTP client has already retried for reconnect_s
+                self.stall_message = (f"{self.spec}: stalled, no frame for "
+                                      f"{time.perf_counter() - last:.1f} s; stopping")
+                return
             if not self._reopen(last):
                 return
 

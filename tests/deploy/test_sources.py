@@ -1,0 +1,126 @@
+"""VideoSource on real streams served on 127.0.0.1: HLS and MP4 over HTTP (a finished
+recording, a live playlist, a sender that dies), and a live source's decoder latency."""
+from __future__ import annotations
+
+import functools
+import http.server
+import itertools
+import shutil
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from accel.deploy.sources import VideoSource, hls_target_duration
+
+pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
+
+FPS = 25
+TESTSRC = ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=96x64:rate={FPS}",
+           "-c:v", "libx264", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p"]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A folder served over HTTP on 127.0.0.1 (a thread); yields (folder, base URL)."""
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # no line per request on stderr
+        pass
+
+
+def read(source: VideoSource, limit: int) -> list:
+    """At most ``limit`` frames: a source that replays itself would never end."""
+    try:
+        return list(itertools.islice(source, limit))
+    finally:
+        source.close()
+
+
+def assert_one_pass(frames: list, expected: int) -> None:
+    pts = np.array([f.pts_s for f in frames])
+    assert len(frames) == expected
+    assert np.allclose(np.diff(pts), 1 / FPS, atol=1e-6), pts  # every frame once, in order
+
+
+def test_a_finished_hls_recording_is_read_once(served):
+    """A VOD playlist (#EXT-X-ENDLIST) over HTTP: its 75 frames once, then the end. Reopened
+    as a stall, it played again from the start, for ever."""
+    folder, url = served
+    subprocess.run([*TESTSRC, "-t", "3", "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+                    str(folder / "vod.m3u8")], check=True, timeout=60)
+    assert hls_target_duration(f"{url}/vod.m3u8", 5) == 1.0
+    source = VideoSource(f"{url}/vod.m3u8", reconnect_s=2, read_timeout_s=1)
+    assert_one_pass(read(source, 200), 75)
+    assert source.reconnects == 0 and source.stall_message is None
+
+
+def test_an_mp4_over_http_is_read_once(served):
+    folder, url = served
+    subprocess.run([*TESTSRC, "-t", "2", str(folder / "case.mp4")], check=True, timeout=60)
+    source = VideoSource(f"{url}/case.mp4", reconnect_s=2, read_timeout_s=1)
+    assert_one_pass(read(source, 200), 50)
+    assert source.reconnects == 0 and source.stall_message is None
+
+
+def test_live_hls_waits_for_segments_longer_than_the_read_timeout(served):
+    """2-s segments written in real time, a 1-s read timeout: the demuxer's wait for the next
+    segment is not a stall, and every frame comes once until the playlist's end."""
+    folder, url = served
+    sender = subprocess.Popen([*TESTSRC[:4], "-re", *TESTSRC[4:], "-t", "6", "-f", "hls", "-hls_time", "2",
+                               "-hls_list_size", "0", str(folder / "live.m3u8")])
+    try:
+        source = VideoSource(f"{url}/live.m3u8", reconnect_s=1, read_timeout_s=1, open_timeout_s=30)
+        assert source.stream_timeout_s == pytest.approx(1 + 1.5 * 2)
+        frames = read(source, 400)
+    finally:
+        sender.kill()
+    assert_one_pass(frames, 150)
+    assert source.reconnects == 0 and source.stall_message is None
+
+
+def test_a_live_hls_sender_that_dies_is_a_stall(served):
+    """No #EXT-X-ENDLIST ever comes: the source ends with the stall message once the wait
+    (read timeout + 1.5 segments + the HTTP client's reconnect time) has passed."""
+    folder, url = served
+    sender = subprocess.Popen([*TESTSRC[:4], "-re", *TESTSRC[4:], "-t", "60", "-f", "hls", "-hls_time", "1",
+                               "-hls_list_size", "0", str(folder / "live.m3u8")])
+    try:
+        source = VideoSource(f"{url}/live.m3u8", reconnect_s=1, read_timeout_s=1, open_timeout_s=30)
+        killer = threading.Timer(3.0, sender.kill)
+        killer.start()
+        t0 = time.perf_counter()
+        frames = read(source, 2000)
+        took = time.perf_counter() - t0
+    finally:
+        sender.kill()
+    assert 25 <= len(frames) < 200 and source.stall_message, (len(frames), source.stall_message)
+    assert "stalled, no frame for" in source.stall_message and source.reconnects == 0
+    assert took < 60, took  # the 60-s stream did not play out
+
+
+def test_a_live_source_returns_each_frame_with_its_packet(served):
+    """Frame threads would hold frames back (FFmpeg's thread count, minus one) where the
+    latency, stamped after decoding, cannot see them: a live source decodes frame k from
+    its k-th packet (a stream without B-frames)."""
+    folder, url = served
+    subprocess.run([*TESTSRC, "-t", "1", str(folder / "case.mp4")], check=True, timeout=60)
+    source = VideoSource(f"{url}/case.mp4", reconnect_s=1, read_timeout_s=1)
+    try:
+        packets_at_frame = [source.packets for _ in source._read_all()]  # the reader, unthreaded
+    finally:
+        source.close()
+    assert packets_at_frame == list(range(1, 26))
+    file_source = VideoSource(str(folder / "case.mp4"))
+    assert file_source.container.streams.video[0].thread_type.name == "AUTO"  # a file: throughput
+    file_source.close()

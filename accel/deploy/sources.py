@@ -13,7 +13,9 @@ was read: FFmpeg's HTTP client resumes a dropped transfer for up to ``reconnect_
 (``#EXT-X-ENDLIST``, a file's last byte) ends the source; an HLS wait for the next segment is
 allowed 1.5 target durations on top of ``read_timeout_s``. A clean end on other protocols is a
 sender gone, retried like a stall.
-``realtime=True`` paces a file at its own timestamps on the same thread. Corrupt packets are
+``realtime=True`` paces a file at its own timestamps on the same thread; HTTP streams are
+always paced so (HLS delivers a segment's frames at once), their schedule restarted when the
+transfer falls ``REBUFFER_S`` behind or pts jump. Corrupt packets are
 skipped and counted. A source that cannot be opened raises
 :class:`SourceError` with one line naming it and saying why.
 """
@@ -42,6 +44,7 @@ LIVE_SCHEMES = ("udp", "rtp", "rtsp", "srt", "http", "https", "tcp", "rtmp")
 # last byte). Elsewhere a clean end is a sender gone (a TCP peer closed, an RTSP teardown),
 # reopened like a stall.
 HTTP_SCHEMES = ("http", "https")
+REBUFFER_S = 0.5  # an HTTP stream this far off its pts schedule restarts the schedule
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".ts", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
 
 
@@ -53,7 +56,7 @@ class SourceError(RuntimeError):
 class SourceFrame:
     index: int
     pts_s: float | None
-    arrival_s: float  # time.perf_counter() when it was decoded (live) or released (realtime)
+    arrival_s: float  # time.perf_counter() when it was decoded (live) or released (paced)
     image: np.ndarray  # RGB uint8 (H, W, 3)
 
 
@@ -132,6 +135,9 @@ class VideoSource:
         self.packet_at = time.perf_counter()  # when the last packet with data was read
         self.live = self.kind != "file"
         self.realtime = realtime or self.live
+        # Released at their timestamps: a file rehearsing a live case, and HTTP, which delivers
+        # an HLS segment's frames at once (busy-drop would keep one or two of each segment).
+        self.paced = self.realtime and (not self.live or self.http)
         self.reconnect_s, self.read_timeout_s, self.open_timeout_s = reconnect_s, read_timeout_s, open_timeout_s
         self.corrupt = self.reconnects = self.frames = self.packets = 0
         self.stall_message: str | None = None
@@ -245,15 +251,22 @@ class VideoSource:
     def _read_all(self) -> Iterator[tuple[float, float | None, np.ndarray]]:
         """(arrival, pts, frame) across stalls and reconnects; paced when ``realtime``."""
         last = start = time.perf_counter()
-        pts0: float | None = None
+        pts0: float | None = None  # (pts0, start): the first frame's pts and release time
+        scheduled = False
         while not self.stop.is_set():
             try:
                 for pts, image in self._decoded():
                     now = time.perf_counter()
-                    if self.realtime and not self.live:  # a file rehearsing a live case
-                        pts0 = pts if pts0 is None else pts0
+                    if self.paced:
+                        if not scheduled:  # the schedule starts at the first frame's release
+                            pts0, start, scheduled = pts, now, True
                         offset = pts - pts0 if pts is not None and pts0 is not None else self.frames / self.fps
-                        if (wait := start + offset - now) > 0 and self.stop.wait(wait):
+                        wait = start + offset - now
+                        if self.http and not -REBUFFER_S < wait < REBUFFER_S + 1 / self.fps:
+                            # behind (a slow transfer) or a jump in pts: start the schedule again
+                            # from this frame, as a player does after rebuffering
+                            start, wait = now - offset, 0.0
+                        if wait > 0 and self.stop.wait(wait):
                             return
                         now = time.perf_counter()
                     last = now

@@ -2,8 +2,6 @@
 recording, a live playlist, a sender that dies), and a live source's decoder latency."""
 from __future__ import annotations
 
-import functools
-import http.server
 import itertools
 import shutil
 import subprocess
@@ -22,23 +20,6 @@ TESTSRC = ["ffmpeg", "-nostdin", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s
            "-c:v", "libx264", "-g", str(FPS), "-bf", "0", "-pix_fmt", "yuv420p"]
 
 
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a thread); yields (folder, base URL)."""
-    handler = functools.partial(Quiet, directory=str(tmp_path))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-
-
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # no line per request on stderr
-        pass
-
-
 def read(source: VideoSource, limit: int) -> list:
     """At most ``limit`` frames: a source that replays itself would never end."""
     try:
@@ -48,9 +29,13 @@ def read(source: VideoSource, limit: int) -> list:
 
 
 def assert_one_pass(frames: list, expected: int) -> None:
+    """Every frame once, in order, and none released before its time on the pts schedule
+    (HTTP delivers an HLS segment's frames at once; they are paced like a live camera's)."""
     pts = np.array([f.pts_s for f in frames])
+    arrival = np.array([f.arrival_s for f in frames])
     assert len(frames) == expected
-    assert np.allclose(np.diff(pts), 1 / FPS, atol=1e-6), pts  # every frame once, in order
+    assert np.allclose(np.diff(pts), 1 / FPS, atol=1e-6), pts
+    assert np.all(arrival - arrival[0] >= pts - pts[0] - 2e-3), (arrival - arrival[0], pts - pts[0])
 
 
 def test_a_finished_hls_recording_is_read_once(served):
@@ -124,3 +109,22 @@ def test_a_live_source_returns_each_frame_with_its_packet(served):
     file_source = VideoSource(str(folder / "case.mp4"))
     assert file_source.container.streams.video[0].thread_type.name == "AUTO"  # a file: throughput
     file_source.close()
+
+
+def test_an_http_schedule_restarts_after_a_jump_in_pts(served, monkeypatch):
+    """pts 100 s ahead (a gap in the recording), then back to the start (a new encoder
+    session): both restart the schedule from that frame, where waiting for the pts would hold
+    the stream for 100 s."""
+    folder, url = served
+    subprocess.run([*TESTSRC, "-t", "1", str(folder / "case.mp4")], check=True, timeout=60)
+    source = VideoSource(f"{url}/case.mp4", reconnect_s=1, read_timeout_s=1)
+    image = np.zeros((64, 96, 3), np.uint8)
+    pts = [0.0, 0.04, 0.08, 100.0, 100.04, 0.0, 0.04]
+    monkeypatch.setattr(source, "_decoded", lambda: iter([(t, image) for t in pts]))
+    monkeypatch.setattr(source, "packet_at", time.perf_counter() + 3600)  # a clean end, not a stall
+    t0 = time.perf_counter()
+    arrivals = [arrival for arrival, _, _ in source._read_all()]
+    source.close()
+    assert len(arrivals) == 7 and time.perf_counter() - t0 < 10
+    gaps = np.diff(arrivals)
+    assert np.all(gaps[[0, 1, 3, 5]] >= 0.04 - 2e-3)  # paced within each run of pts

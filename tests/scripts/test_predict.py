@@ -213,6 +213,24 @@ def test_live_udp_stream_survives_a_restart_then_the_sender_dies(checkpoint, tmp
     assert next(tmp_path.glob("*/timeline.png")).stat().st_size > 5000
 
 
+def test_a_finished_hls_recording_over_http(checkpoint, served):
+    """The playlist as a user pastes its URL: every frame once, paced at 25 fps (HTTP hands
+    over a segment's frames at once), and the end of the playlist is the end (exit 0)."""
+    folder, url = served
+    recording = [a if a != "10" else "3" for a in SENDER if a != "-re"]  # 3 s, written at once
+    subprocess.run([*recording, "-f", "hls", "-hls_time", "1", "-hls_playlist_type", "vod",
+                    str(folder / "case.m3u8")], check=True, timeout=60)
+    r = predict(f"{url}/case.m3u8", "--checkpoint", checkpoint, "--out_dir", folder / "out", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(next((folder / "out").glob("*/summary.json")).read_text())
+    assert summary["kind"] == "url" and summary["ended"] == "end" and summary["reconnects"] == 0
+    rows = read_jsonl(next((folder / "out").glob("*/predictions.jsonl")))
+    assert summary["frames"] == 75 and len(rows) == summary["inferred"] + summary["dropped"] == 72
+    pts, arrival = (np.array([r[k] for r in rows]) for k in ("pts_s", "arrival_s"))
+    # paced: unpaced, the 72 frames came within a few tenths of a second (2 inferred)
+    assert np.allclose(np.diff(pts), 1 / 25) and arrival[-1] - arrival[0] > (pts[-1] - pts[0]) / 2
+
+
 def test_mpeg_ts_on_stdin(checkpoint, video, tmp_path):
     feed = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-c:v", "libx264", "-bf", "0",
                            "-f", "mpegts", "-"], capture_output=True, check=True, timeout=60).stdout

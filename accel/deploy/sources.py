@@ -15,9 +15,8 @@ allowed 1.5 target durations on top of ``read_timeout_s``. A clean end on other 
 sender gone, retried like a stall.
 ``realtime=True`` paces a file at its own timestamps on the same thread; HTTP streams are
 always paced so (HLS delivers a segment's frames at once), their schedule restarted when the
-transfer falls ``REBUFFER_S`` behind or pts jump. Corrupt packets are
-skipped and counted. A source that cannot be opened raises
-:class:`SourceError` with one line naming it and saying why.
+transfer falls ``REBUFFER_S`` behind or pts jump. Corrupt packets are skipped and counted. A
+source that cannot be opened raises :class:`SourceError` with one line naming it and saying why.
 """
 from __future__ import annotations
 
@@ -202,7 +201,7 @@ class VideoSource:
         options = {"timeout": us, "rw_timeout": us}
         if self.http:  # FFmpeg resumes a dropped transfer at its byte, for up to reconnect_s
             options.update(reconnect="1", reconnect_streamed="1", reconnect_on_network_error="1",
-                           reconnect_delay_max=str(max(1, int(self.reconnect_s))))
+                           reconnect_on_http_error="5xx", reconnect_delay_max=str(max(1, int(self.reconnect_s))))
             read_timeout_s += self.reconnect_s
         return av.open(self.spec, options=options, timeout=(self.open_timeout_s, read_timeout_s))
 
@@ -254,6 +253,7 @@ class VideoSource:
         pts0: float | None = None  # (pts0, start): the first frame's pts and release time
         scheduled = False
         while not self.stop.is_set():
+            error = ""
             try:
                 for pts, image in self._decoded():
                     now = time.perf_counter()
@@ -277,14 +277,21 @@ class VideoSource:
                 if self.kind != "url":
                     return  # a file or stdin ended
                 if self.http and time.perf_counter() - self.packet_at < self.stream_timeout_s:
-                    return  # ended: FFmpeg's HLS demuxer reports an interrupted wait as an end too
+                    # ended (FFmpeg's HLS demuxer reports an interrupted wait as an end too),
+                    # unless a file's header promised frames that never came
+                    expected = self.container.streams.video[0].frames
+                    if expected and self.frames < expected:
+                        self.stall_message = (f"{self.spec}: the transfer ended after {self.frames} of "
+                                              f"{expected} frames (the server stopped sending); stopping")
+                    return
             except Exception as e:  # a demuxer error: a file's is the end, a stream's a stall
                 if self.kind != "url":
                     self.stall_message = f"{self.spec}: read error after {self.frames} frames ({one_line(e)})"
                     return
+                error = f" ({one_line(e)})"
             if self.http:  # FFmpeg's HTTP client has already retried for reconnect_s
                 self.stall_message = (f"{self.spec}: stalled, no frame for "
-                                      f"{time.perf_counter() - last:.1f} s; stopping")
+                                      f"{time.perf_counter() - last:.1f} s{error}; stopping")
                 return
             if not self._reopen(last):
                 return

@@ -2,8 +2,10 @@
 recording, a live playlist, a sender that dies), and a live source's decoder latency."""
 from __future__ import annotations
 
+import http.server
 import itertools
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -128,3 +130,72 @@ def test_an_http_schedule_restarts_after_a_jump_in_pts(served, monkeypatch):
     assert len(arrivals) == 7 and time.perf_counter() - t0 < 10
     gaps = np.diff(arrivals)
     assert np.all(gaps[[0, 1, 3, 5]] >= 0.04 - 2e-3)  # paced within each run of pts
+
+
+class DroppingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves one file with Range support; the first response is cut off half way (the
+    connection dropped). ``refuse_after_drop``: every later request gets 503."""
+
+    body = b""
+    refuse_after_drop = False
+    requests: list = []
+
+    def do_GET(self):
+        cls = type(self)
+        first = not cls.requests
+        start = int(self.headers.get("Range", "bytes=0-").split("=")[1].split("-")[0] or 0)
+        cls.requests.append(start)
+        if not first and cls.refuse_after_drop:
+            self.send_error(503)
+            return
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(cls.body) - start))
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(cls.body) - 1}/{len(cls.body)}")
+        self.end_headers()
+        end = len(cls.body) // 2 if first else len(cls.body)
+        self.wfile.write(cls.body[start:end])
+        self.wfile.flush()
+        if first:  # the rest never comes: the connection drops
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def dropping_server(tmp_path):
+    """A 4-s faststart MP4 served by DroppingHandler on 127.0.0.1; yields (handler class, URL)."""
+    path = tmp_path / "case.mp4"
+    subprocess.run([*TESTSRC, "-t", "4", "-movflags", "+faststart", str(path)], check=True, timeout=60)
+    handler = type("Handler", (DroppingHandler,), {"body": path.read_bytes(), "requests": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield handler, f"http://127.0.0.1:{server.server_address[1]}/case.mp4"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_dropped_http_transfer_resumes_at_its_byte(dropping_server):
+    """FFmpeg's HTTP client asks for the rest (a Range request from where it was): every frame
+    once, where reopening the URL would have played the first half twice."""
+    handler, url = dropping_server
+    source = VideoSource(url, reconnect_s=2, read_timeout_s=2)
+    assert_one_pass(read(source, 300), 100)
+    assert handler.requests[0] == 0 and len(handler.requests) >= 2 and handler.requests[-1] > 0
+    assert source.stall_message is None and source.reconnects == 0
+
+
+def test_an_http_server_gone_for_good_ends_with_how_much_came(dropping_server):
+    """503 to every request after the drop: FFmpeg retries for reconnect_s, then the source ends
+    with a line naming the URL and how much of the file came."""
+    handler, url = dropping_server
+    handler.refuse_after_drop = True
+    source = VideoSource(url, reconnect_s=1, read_timeout_s=1)
+    frames = read(source, 300)
+    assert 0 < len(frames) < 100 and len(handler.requests) >= 2, (len(frames), handler.requests)
+    assert source.stall_message == (f"{url}: the transfer ended after {len(frames)} of 100 frames "
+                                    "(the server stopped sending); stopping")

@@ -199,3 +199,33 @@ def test_an_http_server_gone_for_good_ends_with_how_much_came(dropping_server):
     assert 0 < len(frames) < 100 and len(handler.requests) >= 2, (len(frames), handler.requests)
     assert source.stall_message == (f"{url}: the transfer ended after {len(frames)} of 100 frames "
                                     "(the server stopped sending); stopping")
+
+
+def test_a_tcp_sender_that_restarts_is_reconnected_then_its_end_is_a_stall():
+    """An MPEG-TS over TCP from a sender that listens (ffmpeg ...?listen=1) for 2 s, exits,
+    and starts again 1 s later: the peer's close is a sender gone, not the end. Both runs'
+    frames come (the pts start again once), then the stall line once no sender returns."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    send = [*TESTSRC[:4], "-re", *TESTSRC[4:], "-t", "2", "-tune", "zerolatency",  # no lookahead wait
+            "-f", "mpegts", f"tcp://127.0.0.1:{port}?listen=1"]
+    senders = [subprocess.Popen(send, stderr=subprocess.DEVNULL)]
+
+    def restart():
+        senders[0].wait()
+        time.sleep(1.0)
+        senders.append(subprocess.Popen(send, stderr=subprocess.DEVNULL))
+
+    threading.Thread(target=restart, daemon=True).start()
+    try:
+        source = VideoSource(f"tcp://127.0.0.1:{port}", reconnect_s=2, read_timeout_s=1, open_timeout_s=20)
+        frames = read(source, 400)
+    finally:
+        for sender in senders:
+            sender.kill()
+    pts = np.array([f.pts_s for f in frames])
+    restarts = np.flatnonzero(np.diff(pts) < 0) + 1
+    assert len(frames) == 100 and len(restarts) == 1 and restarts[0] == 50, pts
+    assert source.reconnects == 1 and source.stall_message.startswith(f"tcp://127.0.0.1:{port}: stalled")

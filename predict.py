@@ -67,8 +67,10 @@ def get_args_parser() -> Parser:
                                         "frame model's encoder runs about 2x slower with mixed layouts)")
     p.add_flag("--incremental", True, "frame models: encoder once per new frame (--no_incremental: "
                                       "recompute the window)")
-    p.add("--reconnect_s", type=positive_float, default=10.0, help="retry a stalled stream this long")
-    p.add("--read_timeout_s", type=positive_float, default=2.0, help="no packet this long is a stall")
+    p.add("--reconnect_s", type=positive_float, default=10.0,
+          help="retry a stalled stream this long (http(s): FFmpeg resumes the transfer)")
+    p.add("--read_timeout_s", type=positive_float, default=2.0,
+          help="no packet this long is a stall (HLS: plus 1.5 segment durations)")
     p.add("--open_timeout_s", type=positive_float, default=10.0,
           help="how long a stream may take to start sending")
     p.add("--max_frames", type=positive_int, help="stop each source after this many frames")

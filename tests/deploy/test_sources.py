@@ -218,7 +218,9 @@ def test_a_tcp_sender_that_restarts_is_reconnected_then_its_end_is_a_stall():
 
     threading.Thread(target=restart, daemon=True).start()
     try:
-        source = VideoSource(f"tcp://127.0.0.1:{port}", reconnect_s=2, read_timeout_s=1, open_timeout_s=20)
+        # reconnect_s 5: the reopen's backoff (0.25, 0.5, 1, 2 s) finds the second sender even if
+        # a loaded machine takes seconds to start it
+        source = VideoSource(f"tcp://127.0.0.1:{port}", reconnect_s=5, read_timeout_s=1, open_timeout_s=20)
         frames = read(source, 400)
     finally:
         for sender in senders:

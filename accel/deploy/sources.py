@@ -32,6 +32,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..cli import one_line
+from ..io.index import choose_stream
 
 __all__ = ["SourceError", "SourceFrame", "VideoSource", "expand_sources", "source_kind", "LIVE_SCHEMES",
            "VIDEO_SUFFIXES"]
@@ -189,26 +190,27 @@ class VideoSource:
         if not container.streams.video:
             container.close()
             raise SourceError(f"{self.spec}: has no video stream (audio only?)")
-        # Frame threads hold back a frame per thread but one (FFmpeg runs cores + 1, up to 16:
-        # 600 ms at 25 fps on 16 cores), unseen by the latency, stamped after decoding. Live
-        # sources use slice threads, which return each frame as soon as its packet is in.
-        # The stream training reads (FFmpeg's best, as accel.io.index picks it); of an HLS
-        # ladder (FFmpeg's best is its first rung) the sharpest variant. The others are
-        # discarded, so HLS fetches one variant's segments, not every rung's.
+        # The stream training reads; of an HLS ladder (FFmpeg's best is its first rung) the
+        # sharpest variant. The others are discarded: HLS then fetches one rung's segments.
         from av.stream import Discard
 
         if container.format.name == "hls":
             self.stream = max(container.streams.video, key=lambda v: (
                 v.codec_context.width * v.codec_context.height, int(v.metadata.get("variant_bitrate", 0))))
         else:
-            self.stream = container.streams.best("video") or container.streams.video[0]
+            self.stream = choose_stream(container, self.spec, None)
         for other in container.streams:
             if other.index != self.stream.index:
                 other.discard = Discard.all
+        # Frame threads hold back a frame per thread but one (FFmpeg runs cores + 1, up to 16),
+        # before the arrival is stamped, so no latency figure would show it. Live sources use
+        # slice threads, which return each frame as soon as its packet is in.
         self.stream.thread_type = "SLICE" if self.kind != "file" else "AUTO"
         return container
 
-    def _open_url(self, read_timeout_s: float):
+    def _open_url(self, packet_wait_s: float):
+        """Open a URL: FFmpeg's socket timeouts are ``read_timeout_s``; one whole read (PyAV's
+        interrupt) may wait ``packet_wait_s``, plus ``reconnect_s`` over HTTP (FFmpeg's retries)."""
         import av
 
         us = str(int(self.read_timeout_s * 1e6))  # FFmpeg's protocol timeouts are in µs
@@ -216,8 +218,8 @@ class VideoSource:
         if self.http:  # FFmpeg resumes a dropped transfer at its byte, for up to reconnect_s
             options.update(reconnect="1", reconnect_streamed="1", reconnect_on_network_error="1",
                            reconnect_on_http_error="5xx", reconnect_delay_max=str(max(1, int(self.reconnect_s))))
-            read_timeout_s += self.reconnect_s
-        return av.open(self.spec, options=options, timeout=(self.open_timeout_s, read_timeout_s))
+            packet_wait_s += self.reconnect_s
+        return av.open(self.spec, options=options, timeout=(self.open_timeout_s, packet_wait_s))
 
     # ------------------------------------------------------------------ decoding
     def _decoded(self) -> Iterator[tuple[float | None, np.ndarray]]:
